@@ -1,1 +1,31 @@
-fn main() {}
+//! The `podnet` binary: parses arguments, runs one command, and alone chooses exit codes.
+
+use clap::Parser;
+use podnet::cli::{Cli, Command};
+use podnet::commands;
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Check(a) => commands::check::run(a),
+        Command::Fmt(a) => commands::fmt::run(a),
+        Command::Lock(a) => commands::lock::run(a),
+        Command::Plan(a) => commands::plan::run(a),
+    };
+    let code = match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed pipe (`podnet plan … | head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                0
+            } else {
+                eprintln!("error: {e:#}");
+                1
+            }
+        }
+    };
+    std::process::exit(code);
+}

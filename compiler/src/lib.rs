@@ -109,3 +109,6 @@ fn finish(
         lock,
     }
 }
+pub mod fmt;
+pub mod generate;
+pub mod plan;

@@ -1,0 +1,96 @@
+//! Command-line arguments (clap derive): one subcommand per verb, resolved into typed
+//! arguments before any work is done.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "podnet",
+    version,
+    about = "Declarative Kubernetes pod networking: one reviewed file, converged on every node"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check cluster files and report every problem (exit 1 on errors).
+    Check(CheckArgs),
+    /// Format cluster files in the canonical layout (comments kept).
+    Fmt(FmtArgs),
+    /// Write or verify the lock file of node subnet allocations.
+    Lock(LockArgs),
+    /// Show what a node's kernel state and files must be.
+    Plan(PlanArgs),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum DiagFormat {
+    /// Human-readable reports with source excerpts.
+    #[default]
+    Human,
+    /// One JSON array of diagnostics (file, line, column, code, message, help).
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Cluster files (`.podnet` or `.toml`).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub format: DiagFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct FmtArgs {
+    /// Files to format in place (`-` reads standard input and writes standard output).
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Do not write; exit 1 and list the files that are not formatted.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LockArgs {
+    /// The cluster file; the lock is written beside it as FILE.lock.
+    pub file: PathBuf,
+    /// Do not write; exit 1 and print what would change.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum PlanFormat {
+    #[default]
+    Text,
+    Json,
+    Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The cluster file.
+    pub file: PathBuf,
+    /// The node to plan.
+    #[arg(long, conflicts_with = "all", required_unless_present = "all")]
+    pub node: Option<String>,
+    /// Plan every node, one at a time.
+    #[arg(long)]
+    pub all: bool,
+    #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
+    pub format: PlanFormat,
+    /// Write one file per node into DIR instead of standard output.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Prefix every file path of the plan with DIR (also in the shell rendering).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub diagnostics: DiagFormat,
+}

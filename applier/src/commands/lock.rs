@@ -1,0 +1,75 @@
+//! `podnet lock`: allocate node subnets into FILE.lock (existing allocations never move), or
+//! `--check` that the lock is up to date (exit 1 and print what would change).
+
+use podnet_compiler::lock::{self, Lock};
+use podnet_compiler::{FsLoader, UseLock, compile};
+
+use crate::cli::{DiagFormat, LockArgs};
+use crate::report;
+
+pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
+    let mut c = compile(&FsLoader, &args.file, UseLock::No);
+    if c.has_errors() {
+        report::print(&c.sources, &c.diagnostics, DiagFormat::Human)?;
+        return Ok(1);
+    }
+    let Some(cluster) = c.cluster.as_ref() else {
+        return Ok(1);
+    };
+    let path = lock::lock_path(&args.file);
+    let mut diags = Vec::new();
+    let old: Option<Lock> = lock::read(&FsLoader, &path, &mut c.sources, &mut diags);
+    if !diags.is_empty() {
+        // A malformed lock is reported; allocation then starts afresh (only in write mode).
+        report::print(&c.sources, &diags, DiagFormat::Human)?;
+        if args.check {
+            return Ok(1);
+        }
+    }
+    let mut adiags = Vec::new();
+    let Some(new) = lock::allocate(cluster, old.as_ref(), &mut adiags) else {
+        report::print(&c.sources, &adiags, DiagFormat::Human)?;
+        return Ok(1);
+    };
+    let empty = Lock {
+        nodes: Default::default(),
+        ..new.clone()
+    };
+    let changes = old.as_ref().unwrap_or(&empty).diff(&new);
+    let header_changed = old.as_ref().is_none_or(|o| {
+        o.cluster != new.cluster || o.pod_cidr != new.pod_cidr || o.subnet_len != new.subnet_len
+    });
+    let stale = header_changed || !changes.is_empty();
+    for ch in &changes {
+        println!("{ch}");
+    }
+    if args.check {
+        if stale {
+            eprintln!(
+                "{}: out of date ({} change{}); run `podnet lock {}`",
+                path.display(),
+                changes.len(),
+                if changes.len() == 1 { "" } else { "s" },
+                args.file.display()
+            );
+            return Ok(1);
+        }
+        return Ok(0);
+    }
+    let text = new.render();
+    let current = std::fs::read_to_string(&path).ok();
+    if current.as_deref() != Some(text.as_str()) {
+        let tmp = path.with_extension("lock.tmp");
+        std::fs::write(&tmp, &text)?;
+        std::fs::rename(&tmp, &path)?;
+        eprintln!(
+            "{}: {} node(s), {} change(s)",
+            path.display(),
+            new.nodes.len(),
+            changes.len()
+        );
+    } else {
+        eprintln!("{}: up to date", path.display());
+    }
+    Ok(0)
+}
