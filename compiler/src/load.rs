@@ -234,26 +234,28 @@ fn include(
     if matches.is_empty() {
         let d = if is_glob {
             Diagnostic::warning(Code::IncludeEmpty, format!("`{pattern}` matches no file"))
-                .at(at, format!("nothing matches {}", full.display()))
+                .at(at, "nothing matches")
                 .help("patterns are relative to the including file; check the directory")
         } else {
             Diagnostic::error(
                 Code::IncludeNotFound,
                 format!("included file `{pattern}` not found"),
             )
-            .at(at, format!("{} does not exist", full.display()))
+            .at(at, "no such file")
             .help("paths are relative to the including file")
         };
         diags.push(d);
         return;
     }
     for m in matches {
+        // Messages name files relative to the including file, as the user wrote them.
+        let shown = m.strip_prefix(dir).unwrap_or(&m).display().to_string();
         let ident = loader.identity(&m);
         if stack.contains(&ident) {
             diags.push(
                 Diagnostic::error(
                     Code::IncludeCycle,
-                    format!("{} includes itself", m.display()),
+                    format!("{shown} includes itself"),
                 )
                 .at(at, "this include closes a cycle")
                 .help("remove the include that leads back to an including file"),
@@ -264,12 +266,12 @@ fn include(
             diags.push(
                 Diagnostic::error(
                     Code::IncludeTwice,
-                    format!("{} is included twice", m.display()),
+                    format!("{shown} is included twice"),
                 )
                 .at(at, "included again here")
                 .help(format!(
-                    "it was already loaded as {}; include each file once",
-                    l.sources.get(prev).path.display()
+                    "it was already loaded as file {} of this cluster; include each file once",
+                    prev.0 + 1
                 )),
             );
             continue;
@@ -277,10 +279,11 @@ fn include(
         match loader.read(&m) {
             Ok(text) => file(loader, m, text, l, seen, stack, diags),
             Err(e) => diags.push(
-                Diagnostic::error(Code::Io, format!("cannot read {}: {e}", m.display()))
+                Diagnostic::error(Code::Io, format!("cannot read {shown}: {e}"))
                     .at(at, "included here")
                     .help("check the file and its permissions"),
             ),
         }
     }
 }
+

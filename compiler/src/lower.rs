@@ -281,7 +281,7 @@ impl Lower<'_> {
         let Ok(v) = a.text.parse::<u64>() else {
             self.push(
                 Diagnostic::error(Code::InvalidValue, format!("`{}` is not a number", a.text))
-                    .at(a.span, format!("expected {what}"))
+                    .at(a.span, format!("expected a {}", what.to_lowercase()))
                     .help(format!("write a whole number from {min} to {max}")),
             );
             return None;
@@ -290,7 +290,11 @@ impl Lower<'_> {
             self.push(
                 Diagnostic::error(code, format!("{what} {v} is out of range"))
                     .at(a.span, format!("must be {min} to {max}"))
-                    .help(format!("write {what} from {min} to {max}")),
+                    .help(if code == Code::RouteProtocolReserved {
+                        format!("protocols 0-4 belong to the kernel and `ip route` (podnet deletes routes of its own protocol); use {min} to {max}, e.g. 77")
+                    } else {
+                        format!("write a {what} from {min} to {max}")
+                    }),
             );
             return None;
         }
@@ -511,7 +515,7 @@ impl Lower<'_> {
 
     fn mtu_value(&mut self, st: &Statement) -> Option<Spanned<u32>> {
         let a = self.one(st, "1500")?;
-        self.int::<u32>(a, 576, 65535, Code::MtuTooSmall, "an MTU")
+        self.int::<u32>(a, 576, 65535, Code::MtuTooSmall, "MTU")
             .map(|v| Spanned::new(v, a.span))
     }
 
@@ -550,7 +554,7 @@ impl Lower<'_> {
         };
         ok &= pod_cidr.is_some();
         let subnet_len = opt!("subnet-len", |st| self.one(st, "24").and_then(|a| {
-            self.int::<u8>(a, 1, 32, Code::SubnetLenInvalid, "a prefix length")
+            self.int::<u8>(a, 1, 32, Code::SubnetLenInvalid, "subnet-len")
                 .map(|v| Spanned::new(v, a.span))
         }))
         .unwrap_or(Spanned::new(defaults::SUBNET_LEN, at));
@@ -569,7 +573,7 @@ impl Lower<'_> {
                 Some(a) if a.text == "auto" => {}
                 Some(a) => {
                     mtu = self
-                        .int::<u32>(a, 576, 65535, Code::MtuTooSmall, "an MTU")
+                        .int::<u32>(a, 576, 65535, Code::MtuTooSmall, "MTU")
                         .map(|v| Spanned::new(v, a.span));
                     ok &= mtu.is_some();
                 }
@@ -592,7 +596,7 @@ impl Lower<'_> {
         .unwrap_or(FirewallKind::Nftables);
         let forward_accept = opt!("forward-accept", |st| self.switch(st)).unwrap_or(true);
         let route_protocol = opt!("route-protocol", |st| self.one(st, "77").and_then(|a| {
-            self.int::<u8>(a, 5, 255, Code::RouteProtocolReserved, "a route protocol")
+            self.int::<u8>(a, 5, 255, Code::RouteProtocolReserved, "route protocol")
                 .map(|v| Spanned::new(v, a.span))
         }))
         .unwrap_or(Spanned::new(defaults::ROUTE_PROTOCOL, at));
@@ -676,7 +680,7 @@ impl Lower<'_> {
         let mut ok = true;
         let vni = match k.get("vni") {
             Some(st) => self.one(st, "1").and_then(|a| {
-                self.int::<u32>(a, 1, 16_777_215, Code::VniRange, "a VNI")
+                self.int::<u32>(a, 1, 16_777_215, Code::VniRange, "VNI")
                     .map(|v| Spanned::new(v, a.span))
             }),
             None => Some(Spanned::new(defaults::VNI, at)),
@@ -684,7 +688,7 @@ impl Lower<'_> {
         ok &= vni.is_some();
         let port = match k.get("port") {
             Some(st) => self.one(st, "8472").and_then(|a| {
-                self.int::<u16>(a, 1, 65535, Code::PortRange, "a UDP port")
+                self.int::<u16>(a, 1, 65535, Code::PortRange, "UDP port")
                     .map(|v| Spanned::new(v, a.span))
             }),
             None => Some(Spanned::new(defaults::PORT, at)),

@@ -59,7 +59,7 @@ fn entry(
             if arr.iter().all(|v| matches!(v.get_ref(), DeValue::Table(_))) && !arr.is_empty() =>
         {
             for v in arr.iter() {
-                out.push(Item::Statement(statement(&kw, kspan, v, file, diags)));
+                push(out, statement(&kw, kspan, v, file, diags));
             }
         }
         // `[node."a.example.com"]`: a table of tables keyed by name.
@@ -80,10 +80,16 @@ fn entry(
                         span: span_of(name, file),
                     },
                 );
-                out.push(Item::Statement(s));
+                push(out, s);
             }
         }
-        _ => out.push(Item::Statement(statement(&kw, kspan, value, file, diags))),
+        _ => push(out, statement(&kw, kspan, value, file, diags)),
+    }
+}
+
+fn push(out: &mut Vec<Item>, s: Statement) {
+    if !s.keyword.is_empty() {
+        out.push(Item::Statement(s));
     }
 }
 
@@ -129,11 +135,11 @@ fn statement(
                 }
             }
         }
-        _ => {
-            if let Some(a) = scalar(value, file, diags) {
-                s.args.push(a);
-            }
-        }
+        _ => match scalar(value, file, diags) {
+            Some(a) => s.args.push(a),
+            // Already reported; a statement without its value would only add an arity error.
+            None => s.keyword = String::new(),
+        },
     }
     s
 }
