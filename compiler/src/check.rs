@@ -21,7 +21,7 @@ pub fn check(c: &Cluster, diags: &mut Vec<Diagnostic>) {
     segments(c, diags);
     mtu(c, diags);
     if let Backend::Vxlan(_) = c.backend {
-        vtep_macs(c, diags);
+        vtep_macs(c, diags, crate::mac::vtep_mac);
     }
 }
 
@@ -297,10 +297,11 @@ fn mtu(c: &Cluster, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn vtep_macs(c: &Cluster, diags: &mut Vec<Diagnostic>) {
+/// Reports nodes whose derived VTEP MACs collide (`mac` is the derivation; tests force one).
+fn vtep_macs(c: &Cluster, diags: &mut Vec<Diagnostic>, mac: impl Fn(&str, &str) -> [u8; 6]) {
     let mut seen: HashMap<[u8; 6], &crate::model::Node> = HashMap::with_capacity(c.nodes.len());
     for n in &c.nodes {
-        let mac = crate::mac::vtep_mac(&c.name.value, &n.name.value);
+        let mac = mac(&c.name.value, &n.name.value);
         if let Some(first) = seen.get(&mac) {
             diags.push(
                 Diagnostic::error(
@@ -325,4 +326,37 @@ fn vtep_macs(c: &Cluster, diags: &mut Vec<Diagnostic>) {
 /// Whether two networks share any address.
 pub fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{MemLoader, UseLock, compile_text};
+
+    #[test]
+    fn colliding_vtep_macs_are_reported() {
+        let text = "cluster c {\n    pod-cidr 10.244.0.0/16\n    backend vxlan\n}\nnode a { address 10.0.0.1/24; subnet 10.244.1.0/24 }\nnode b { address 10.0.0.2/24; subnet 10.244.2.0/24 }\n";
+        let comp = compile_text(
+            &MemLoader::default(),
+            Path::new("c.podnet"),
+            text.into(),
+            UseLock::No,
+        );
+        assert!(comp.diagnostics.is_empty(), "{:?}", comp.diagnostics);
+        let cluster = comp.cluster.as_ref().expect("lowered");
+        let mut diags = Vec::new();
+        vtep_macs(cluster, &mut diags, |_, _| [2, 0, 0, 0, 0, 1]);
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].code, Code::VtepMacCollision);
+        assert!(
+            diags[0].message.contains("`a` and `b`"),
+            "{}",
+            diags[0].message
+        );
+        let mut none = Vec::new();
+        vtep_macs(cluster, &mut none, crate::mac::vtep_mac);
+        assert!(none.is_empty());
+    }
 }

@@ -253,26 +253,20 @@ fn include(
         let ident = loader.identity(&m);
         if stack.contains(&ident) {
             diags.push(
-                Diagnostic::error(
-                    Code::IncludeCycle,
-                    format!("{shown} includes itself"),
-                )
-                .at(at, "this include closes a cycle")
-                .help("remove the include that leads back to an including file"),
+                Diagnostic::error(Code::IncludeCycle, format!("{shown} includes itself"))
+                    .at(at, "this include closes a cycle")
+                    .help("remove the include that leads back to an including file"),
             );
             continue;
         }
         if let Some(&prev) = seen.get(&ident) {
             diags.push(
-                Diagnostic::error(
-                    Code::IncludeTwice,
-                    format!("{shown} is included twice"),
-                )
-                .at(at, "included again here")
-                .help(format!(
-                    "it was already loaded as file {} of this cluster; include each file once",
-                    prev.0 + 1
-                )),
+                Diagnostic::error(Code::IncludeTwice, format!("{shown} is included twice"))
+                    .at(at, "included again here")
+                    .help(format!(
+                        "it was already loaded as file {} of this cluster; include each file once",
+                        prev.0 + 1
+                    )),
             );
             continue;
         }
@@ -286,4 +280,3 @@ fn include(
         }
     }
 }
-

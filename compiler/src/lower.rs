@@ -509,7 +509,6 @@ impl Lower<'_> {
             interface: interface.flatten(),
             subnet: subnet.flatten(),
             underlay_mtu: underlay_mtu.flatten(),
-            span: s.keyword_span,
         })
     }
 

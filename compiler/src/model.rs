@@ -127,8 +127,6 @@ pub struct Node {
     /// From the file, or filled in from the lock file.
     pub subnet: Option<Spanned<Ipv4Net>>,
     pub underlay_mtu: Option<Spanned<u32>>,
-    /// The `node` keyword.
-    pub span: Span,
 }
 
 impl Node {

@@ -25,7 +25,11 @@ fn cases(kind: &str) -> Vec<(PathBuf, PathBuf, PathBuf)> {
         .collect();
     entries.sort();
     for p in entries {
-        let stem = p.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string();
+        let stem = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
         let expected = dir.join(format!("{stem}.json"));
         if p.is_dir() {
             let root = ["cluster.podnet", "cluster.toml"]
@@ -34,7 +38,10 @@ fn cases(kind: &str) -> Vec<(PathBuf, PathBuf, PathBuf)> {
                 .find(|f| f.exists())
                 .expect("case directory has cluster.podnet or cluster.toml");
             out.push((root, expected, p.clone()));
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("podnet" | "toml")) {
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("podnet" | "toml")
+        ) {
             out.push((p.clone(), expected, dir.clone()));
         }
     }
@@ -88,7 +95,11 @@ fn relative(mut v: Value, base: &Path) -> Value {
 #[test]
 fn err_cases_match_their_diagnostics() {
     let cases = cases("err");
-    assert!(cases.len() >= 40, "expected the err corpus, found {}", cases.len());
+    assert!(
+        cases.len() >= 40,
+        "expected the err corpus, found {}",
+        cases.len()
+    );
     for (root, expected, base) in cases {
         let c = compile(&FsLoader, &root, UseLock::IfPresent);
         assert!(
@@ -96,10 +107,18 @@ fn err_cases_match_their_diagnostics() {
             "{}: expected diagnostics, got none",
             root.display()
         );
-        let json: Vec<_> = c.diagnostics.iter().map(|d| d.to_json(&c.sources)).collect();
+        let json: Vec<_> = c
+            .diagnostics
+            .iter()
+            .map(|d| d.to_json(&c.sources))
+            .collect();
         let v = relative(serde_json::to_value(json).expect("json"), &base);
         for d in v.as_array().into_iter().flatten() {
-            assert!(d.get("help").is_some(), "{}: every diagnostic has a help line: {d}", root.display());
+            assert!(
+                d.get("help").is_some(),
+                "{}: every diagnostic has a help line: {d}",
+                root.display()
+            );
         }
         compare(&v, &expected);
     }
@@ -177,7 +196,12 @@ fn ok_cases_lower_to_their_model() {
     assert!(!cases.is_empty());
     for (root, expected, _) in cases {
         let c = compile(&FsLoader, &root, UseLock::IfPresent);
-        assert!(c.diagnostics.is_empty(), "{}: {:?}", root.display(), c.diagnostics);
+        assert!(
+            c.diagnostics.is_empty(),
+            "{}: {:?}",
+            root.display(),
+            c.diagnostics
+        );
         let cluster = c.cluster.as_ref().expect("lowered");
         compare(&summary(cluster), &expected);
     }
