@@ -95,7 +95,7 @@ fn finish(
             let before = sources.len();
             lock = lock::read(loader, &lp, &mut sources, &mut diags);
             if let Some(l) = &lock {
-                let id = (sources.len() > before).then(|| span::FileId(before as u32));
+                let id = (sources.len() > before).then_some(span::FileId(before as u32));
                 lock::apply(c, l, id, &mut diags);
             }
         }
