@@ -1,6 +1,7 @@
 //! `podnet check`: compile every file and report every problem (exit 0 clean, 1 on errors).
 
 use podnet_compiler::{FsLoader, UseLock, compile};
+use std::io::Write as _;
 
 use crate::cli::{CheckArgs, DiagFormat};
 use crate::report;
@@ -31,7 +32,11 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
         }
     }
     if args.format == DiagFormat::Json {
-        println!("{}", serde_json::to_string_pretty(&all_json)?);
+        writeln!(
+            std::io::stdout().lock(),
+            "{}",
+            serde_json::to_string_pretty(&all_json)?
+        );
     }
     Ok(i32::from(failed))
 }

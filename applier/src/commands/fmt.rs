@@ -42,7 +42,7 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<i32> {
             std::io::stdout().lock().write_all(formatted.as_bytes())?;
         } else if formatted != text {
             if args.check {
-                println!("{}", file.display());
+                writeln!(std::io::stdout().lock(), "{}", file.display())?;
                 code = 1;
             } else {
                 write_atomic(file, &formatted)?;

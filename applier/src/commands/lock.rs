@@ -3,6 +3,7 @@
 
 use podnet_compiler::lock::{self, Lock};
 use podnet_compiler::{FsLoader, UseLock, compile};
+use std::io::Write as _;
 
 use crate::cli::{DiagFormat, LockArgs};
 use crate::report;
@@ -41,7 +42,7 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
     });
     let stale = header_changed || !changes.is_empty();
     for ch in &changes {
-        println!("{ch}");
+        writeln!(std::io::stdout().lock(), "{ch}")?;
     }
     if args.check {
         if stale {
