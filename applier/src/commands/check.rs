@@ -36,7 +36,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
             std::io::stdout().lock(),
             "{}",
             serde_json::to_string_pretty(&all_json)?
-        );
+        )?;
     }
     Ok(i32::from(failed))
 }

@@ -1,4 +1,4 @@
-//! `podnet plan` (stub).
+//! `podnet plan`: render a node's plan as text, JSON or a shell script (stub).
 
 use crate::cli::PlanArgs;
 
