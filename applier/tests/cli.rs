@@ -17,7 +17,12 @@ fn examples() -> Vec<PathBuf> {
         .expect("examples")
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| matches!(p.extension().and_then(|e| e.to_str()), Some("podnet" | "toml")))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("podnet" | "toml")
+            )
+        })
         .collect();
     v.sort();
     v
@@ -31,17 +36,31 @@ fn s(p: &Path) -> &str {
 fn check_passes_on_every_example() {
     for e in examples() {
         let out = podnet(&["check", s(&e)]);
-        assert_eq!(out.status.code(), Some(0), "{}: {}", e.display(), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}: {}",
+            e.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
 #[test]
 fn fmt_check_passes_on_every_example() {
-    let podnet_files: Vec<_> = examples().into_iter().filter(|e| e.extension().is_some_and(|x| x == "podnet")).collect();
+    let podnet_files: Vec<_> = examples()
+        .into_iter()
+        .filter(|e| e.extension().is_some_and(|x| x == "podnet"))
+        .collect();
     let mut args = vec!["fmt", "--check"];
     args.extend(podnet_files.iter().map(|p| s(p)));
     let out = podnet(&args);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
 }
 
 const FOUR_ERRORS: &str = "cluster demo {
@@ -69,7 +88,11 @@ fn check_reports_all_four_errors_in_one_run() {
         .iter()
         .map(|d| {
             assert!(d["help"].is_string() && d["label"].is_string(), "{d}");
-            (d["code"].as_str().unwrap_or("").to_string(), d["line"].as_u64().unwrap_or(0), d["column"].as_u64().unwrap_or(0))
+            (
+                d["code"].as_str().unwrap_or("").to_string(),
+                d["line"].as_u64().unwrap_or(0),
+                d["column"].as_u64().unwrap_or(0),
+            )
         })
         .collect();
     assert_eq!(
@@ -105,7 +128,13 @@ fn host_gw_across_segments_suggests_vxlan_direct_routing() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
     let d = &v[0];
     assert_eq!(d["code"], "podnet::host_gw_across_l2");
-    assert!(d["help"].as_str().unwrap_or("").contains("backend vxlan { direct-routing on }"), "{d}");
+    assert!(
+        d["help"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backend vxlan { direct-routing on }"),
+        "{d}"
+    );
 }
 
 #[test]
@@ -132,7 +161,11 @@ fn adding_a_node_changes_only_its_lock_entry() {
     let f = dir.path().join("cluster.podnet");
     let base = "cluster c {\n    pod-cidr 10.244.0.0/16\n}\nnode b { address 10.0.0.2/24 }\nnode a { address 10.0.0.1/24 }\n";
     std::fs::write(&f, base).expect("write");
-    assert_eq!(podnet(&["lock", "--check", s(&f)]).status.code(), Some(1), "no lock yet");
+    assert_eq!(
+        podnet(&["lock", "--check", s(&f)]).status.code(),
+        Some(1),
+        "no lock yet"
+    );
     assert_eq!(podnet(&["lock", s(&f)]).status.code(), Some(0));
     let lock = dir.path().join("cluster.podnet.lock");
     let before = std::fs::read_to_string(&lock).expect("lock written");
@@ -141,11 +174,20 @@ fn adding_a_node_changes_only_its_lock_entry() {
     std::fs::write(&f, format!("{base}node c {{ address 10.0.0.3/24 }}\n")).expect("write");
     let check = podnet(&["lock", "--check", s(&f)]);
     assert_eq!(check.status.code(), Some(1));
-    assert_eq!(String::from_utf8_lossy(&check.stdout), "+ c = 10.244.2.0/24\n");
+    assert_eq!(
+        String::from_utf8_lossy(&check.stdout),
+        "+ c = 10.244.2.0/24\n"
+    );
     assert_eq!(podnet(&["lock", s(&f)]).status.code(), Some(0));
     let after = std::fs::read_to_string(&lock).expect("lock");
-    let removed: Vec<_> = before.lines().filter(|l| !after.lines().any(|a| a == *l)).collect();
-    let added: Vec<_> = after.lines().filter(|l| !before.lines().any(|b| b == *l)).collect();
+    let removed: Vec<_> = before
+        .lines()
+        .filter(|l| !after.lines().any(|a| a == *l))
+        .collect();
+    let added: Vec<_> = after
+        .lines()
+        .filter(|l| !before.lines().any(|b| b == *l))
+        .collect();
     assert!(removed.is_empty(), "{removed:?}");
     assert_eq!(added, vec!["\"c\" = \"10.244.2.0/24\""]);
     // check now uses the lock: every node has a subnet and the file is clean.
