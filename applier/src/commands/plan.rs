@@ -1,7 +1,114 @@
-//! `podnet plan`: render a node's plan as text, JSON or a shell script (stub).
+//! `podnet plan`: render what a node's kernel state and files must be, as text, JSON or an
+//! equivalent shell script, for one node (`--node N`) or every node (`--all`).
+//!
+//! Nodes are planned and written one at a time, so memory stays bounded by one plan even for
+//! thousands of nodes. With `--all` on standard output, `--format json` emits JSON Lines (one
+//! compact plan per line); text and shell renderings follow each other, separated by a blank
+//! line. `--out DIR` writes one file per node instead: `DIR/<node>.json|.txt|.sh`.
+//! `--root DIR` prefixes every file path of the plan, in every format. Exit 0 on success, 1
+//! when the cluster has errors or the node cannot be planned (unknown, no subnet).
 
-use crate::cli::PlanArgs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
-pub fn run(_args: &PlanArgs) -> anyhow::Result<i32> {
-    anyhow::bail!("not implemented yet")
+use anyhow::Context as _;
+use podnet_compiler::plan::{NodePlan, Planner, render_shell, render_text};
+use podnet_compiler::{Diagnostic, FsLoader, UseLock, compile};
+
+use crate::cli::{DiagFormat, PlanArgs, PlanFormat};
+use crate::report;
+
+pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
+    let c = compile(&FsLoader, &args.file, UseLock::IfPresent);
+    let Some(cluster) = c.valid_cluster() else {
+        report::print(&c.sources, &c.diagnostics, args.diagnostics)?;
+        return Ok(1);
+    };
+    // Warnings go to standard error only: standard output carries the plan.
+    if args.diagnostics == DiagFormat::Human && !c.diagnostics.is_empty() {
+        report::print(&c.sources, &c.diagnostics, DiagFormat::Human)?;
+    }
+    let planner = Planner::new(cluster);
+    let fail = |d: Diagnostic| -> anyhow::Result<i32> {
+        report::print(&c.sources, &[d], args.diagnostics)?;
+        Ok(1)
+    };
+    let nodes: Vec<usize> = match &args.node {
+        Some(name) => match planner.index_of(name) {
+            Ok(i) => vec![i],
+            Err(d) => return fail(d),
+        },
+        None => (0..planner.len()).collect(),
+    };
+    let stream = args.all && args.out.is_none();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if let Some(dir) = &args.out {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for (n, &i) in nodes.iter().enumerate() {
+        let plan = match planner.plan(i) {
+            Ok(p) => p,
+            Err(d) => return fail(d),
+        };
+        let text = render(&plan, args.format, args.root.as_deref(), stream)?;
+        match &args.out {
+            Some(dir) => {
+                let path = out_path(dir, &plan.node, args.format)?;
+                std::fs::write(&path, text)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            None => {
+                if n > 0 && args.format != PlanFormat::Json {
+                    writeln!(out)?;
+                }
+                out.write_all(text.as_bytes())?;
+            }
+        }
+    }
+    out.flush()?;
+    if let Some(dir) = &args.out {
+        eprintln!("wrote {} plan(s) to {}", nodes.len(), dir.display());
+    }
+    Ok(0)
+}
+
+/// One node's rendering; `json_lines` selects compact one-line JSON.
+fn render(
+    plan: &NodePlan,
+    format: PlanFormat,
+    root: Option<&Path>,
+    json_lines: bool,
+) -> anyhow::Result<String> {
+    Ok(match format {
+        PlanFormat::Shell => render_shell(plan, root),
+        PlanFormat::Text | PlanFormat::Json => {
+            let rebased;
+            let plan = match root {
+                Some(r) => {
+                    rebased = plan.clone().with_root(r);
+                    &rebased
+                }
+                None => plan,
+            };
+            match format {
+                PlanFormat::Text => render_text(plan),
+                _ if json_lines => plan.to_json_line()?,
+                _ => plan.to_json_pretty()?,
+            }
+        }
+    })
+}
+
+/// `DIR/<node>.<ext>`; a node name that is not a plain file name is refused.
+fn out_path(dir: &Path, node: &str, format: PlanFormat) -> anyhow::Result<PathBuf> {
+    if node.is_empty() || node == "." || node == ".." || node.contains(['/', '\\', '\0']) {
+        anyhow::bail!("node name `{node}` cannot be used as a file name in --out");
+    }
+    let ext = match format {
+        PlanFormat::Text => "txt",
+        PlanFormat::Json => "json",
+        PlanFormat::Shell => "sh",
+    };
+    Ok(dir.join(format!("{node}.{ext}")))
 }
