@@ -3,5 +3,6 @@
 
 pub mod cli;
 pub mod commands;
+pub mod firewall;
 pub mod kernel;
 pub mod report;
