@@ -1,31 +1,18 @@
 //! The `podnet` binary's front-end commands, end to end: exit codes, diagnostics output,
 //! fmt and lock behaviour on real files in temporary directories.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
+
+#[path = "../../tests/support/examples.rs"]
+mod support;
+use support::examples;
 
 fn podnet(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_podnet"))
         .args(args)
         .output()
         .expect("run podnet")
-}
-
-fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("examples")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("podnet" | "toml")
-            )
-        })
-        .collect();
-    v.sort();
-    v
 }
 
 fn s(p: &Path) -> &str {

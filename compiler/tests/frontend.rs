@@ -10,22 +10,9 @@ use podnet_compiler::{
     Cluster, Code, FsLoader, MemLoader, UseLock, compile, compile_text, fmt, parse,
 };
 
-fn examples() -> Vec<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("examples")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("podnet" | "toml")
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
+#[path = "../../tests/support/examples.rs"]
+mod support;
+use support::examples;
 
 fn format(text: &str) -> String {
     let mut d = Vec::new();

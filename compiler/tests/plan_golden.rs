@@ -3,30 +3,14 @@
 //! `PODNET_BLESS=1 cargo test -p podnet-compiler --test plan_golden` and review the diff.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
 
 use podnet_compiler::plan::Planner;
 use podnet_compiler::{FsLoader, UseLock, compile};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn examples() -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .expect("examples directory")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("podnet" | "toml")
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
+#[path = "../../tests/support/examples.rs"]
+mod support;
+use support::examples;
+use support::repo_root as root;
 
 #[test]
 fn example_plans_match_their_golden_files() {

@@ -2,37 +2,22 @@
 //! of every example, and of inline clusters covering every setting that shapes a plan,
 //! validates; plans the schema must refuse are refused.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use podnet_compiler::plan::{NodePlan, Planner};
 use podnet_compiler::{Cluster, FsLoader, MemLoader, UseLock, compile, compile_text};
 use serde_json::{Value, json};
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "../../tests/support/examples.rs"]
+mod support;
+use support::examples;
+use support::repo_root as root;
 
 fn validator() -> jsonschema::Validator {
     let text =
         std::fs::read_to_string(root().join("schemas/plan.schema.json")).expect("plan schema");
     let schema: Value = serde_json::from_str(&text).expect("schema is JSON");
     jsonschema::validator_for(&schema).expect("valid JSON Schema")
-}
-
-fn examples() -> Vec<PathBuf> {
-    let mut out: Vec<PathBuf> = std::fs::read_dir(root().join("examples"))
-        .expect("examples directory")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("podnet" | "toml")
-            )
-        })
-        .collect();
-    out.sort();
-    out
 }
 
 fn plans(c: &Cluster) -> Vec<NodePlan> {
