@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod commands;
+pub mod diff_routes;
 pub mod firewall;
 pub mod kernel;
 pub mod report;
