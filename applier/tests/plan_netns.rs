@@ -9,12 +9,14 @@ use std::collections::BTreeSet;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ipnet::Ipv4Net;
 use podnet_compiler::plan::{FirewallDriver, LinkKind, NodePlan};
 use podnet_compiler::{FsLoader, UseLock, compile};
 use serde_json::{Value, json};
+
+mod common;
+use common::NetNs as Netns;
 
 const CNI_PATH: &str = "/usr/lib/cni";
 
@@ -68,54 +70,6 @@ fn json(args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {out}"))
 }
 
-/// A uniquely named network namespace, deleted on drop (with every link inside it).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Netns {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let name = format!(
-            "podnet-plan-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        run(&["ip", "-n", &ns.name, "link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip netns exec NS ARGS…`
-    fn exec(&self, args: &[&str]) -> String {
-        let mut full = vec!["ip", "netns", "exec", &self.name];
-        full.extend_from_slice(args);
-        run(&full)
-    }
-
-    /// `ip -j -n NS ARGS…` parsed.
-    fn ip_json(&self, args: &[&str]) -> Value {
-        let mut full = vec!["ip", "-j", "-n", &self.name];
-        full.extend_from_slice(args);
-        json(&full)
-    }
-
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 /// A node namespace whose `eth0` (one end of a veth pair; the other end lives in a second
 /// namespace) has the node's underlay address, the plan's files rooted in a temp dir, and
 /// the plan in both forms. Dropping it removes both namespaces and the directory.
@@ -156,8 +110,8 @@ impl NodeLab {
         let script = dir.path().join("plan.sh");
         std::fs::write(&script, podnet("shell")).expect("write script");
 
-        let node_ns = Netns::new();
-        let underlay = Netns::new();
+        let node_ns = Netns::new("plan");
+        let underlay = Netns::new("plan");
         run(&[
             "ip",
             "-n",
@@ -196,7 +150,7 @@ impl NodeLab {
 
     fn apply(&self) {
         self.node
-            .exec(&["sh", self.script.to_str().expect("UTF-8 path")]);
+            .sh("sh", &[self.script.to_str().expect("UTF-8 path")]);
     }
 
     /// What the script sets, read back from the kernel as comparable text: links (with
@@ -241,7 +195,7 @@ impl NodeLab {
         );
         for l in &self.plan.links {
             if l.kind == LinkKind::Vxlan {
-                s.push(ns.exec(&["bridge", "-j", "fdb", "show", "dev", &l.name]));
+                s.push(ns.sh("bridge", &["-j", "fdb", "show", "dev", &l.name]));
             }
         }
         s.push(self.firewall_text());
@@ -250,7 +204,7 @@ impl NodeLab {
 
     fn firewall_text(&self) -> String {
         match self.plan.firewall.driver {
-            FirewallDriver::Nftables => self.node.exec(&["nft", "list", "table", "inet", "podnet"]),
+            FirewallDriver::Nftables => self.node.sh("nft", &["list", "table", "inet", "podnet"]),
             FirewallDriver::Iptables => {
                 let mut out = String::new();
                 for (table, chains) in [
@@ -258,7 +212,7 @@ impl NodeLab {
                     ("filter", ["FORWARD", "PODNET-FWD"]),
                 ] {
                     for chain in chains {
-                        out += &self.node.exec(&["iptables", "-t", table, "-S", chain]);
+                        out += &self.node.sh("iptables", &["-t", table, "-S", chain]);
                     }
                 }
                 out
@@ -273,7 +227,7 @@ impl NodeLab {
 
         // sysctls
         for x in &p.sysctls {
-            let got = ns.exec(&["sysctl", "-n", &x.key]);
+            let got = ns.sh("sysctl", &["-n", &x.key]);
             assert_eq!(got.trim(), x.value, "sysctl {}", x.key);
         }
 
@@ -381,7 +335,7 @@ impl NodeLab {
                 assert!(permanent, "neighbour not permanent: {n}");
                 neigh.insert((l.name.clone(), str_of(&n["dst"]), str_of(&n["lladdr"])));
             }
-            let out = ns.exec(&["bridge", "-j", "fdb", "show", "dev", &l.name]);
+            let out = ns.sh("bridge", &["-j", "fdb", "show", "dev", &l.name]);
             let entries: Value = serde_json::from_str(&out).expect("fdb JSON");
             for e in entries.as_array().expect("fdb entries") {
                 // The kernel's own entry for the device's address has no dst.
@@ -466,7 +420,7 @@ impl NodeLab {
             }
             FirewallDriver::Iptables => {
                 let s = |table: &str, chain: &str| {
-                    self.node.exec(&["iptables", "-t", table, "-S", chain])
+                    self.node.sh("iptables", &["-t", table, "-S", chain])
                 };
                 let jumps = s("nat", "POSTROUTING")
                     .lines()
@@ -622,7 +576,7 @@ fn cni_plugins_attach_a_pod_through_the_conflist() {
     let subnet: Ipv4Net = "172.7.21.0/24".parse().expect("subnet");
     let gateway = "172.7.21.1";
 
-    let pod = Netns::new();
+    let pod = Netns::new("plan");
     let container = format!("podnet-test-{}", pod.name);
     let mut prev: Option<Value> = None;
     for conf in &confs {

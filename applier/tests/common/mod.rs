@@ -24,6 +24,11 @@ impl NetNs {
         ns
     }
 
+    /// The namespace's bind mount, as CNI_NETNS and `setns` want it.
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
     /// `ip -n NS ARGS…`, asserting success.
     pub fn ip(&self, args: &[&str]) -> String {
         let mut a = vec!["-n", self.name.as_str()];
