@@ -1,6 +1,10 @@
 //! Kernel access for the applier: a raw, batching rtnetlink socket and the message codecs
-//! the `rtnetlink` crate lacks (nexthop objects). Only the executor writes through this.
+//! for every object kind podnet owns (links, addresses, routes, nexthop objects, neighbours,
+//! FDB entries). Only the executor writes through this.
 
+pub mod addr;
+pub mod link;
+pub mod neigh;
 pub mod nexthop;
 pub mod nl;
 pub mod route;
