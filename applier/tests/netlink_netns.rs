@@ -4,26 +4,12 @@
 
 mod common;
 
-use std::fs::File;
 use std::net::Ipv4Addr;
 
-use common::NetNs;
-use nix::sched::{CloneFlags, setns};
+use common::{NetNs, in_ns};
 use podnet::kernel::nexthop::{Nexthop, RTM_GETNEXTHOP};
 use podnet::kernel::nl::NlSocket;
 use podnet::kernel::route::{RTM_GETROUTE, Route, Target};
-
-/// Runs `f` on a fresh thread that has entered `ns` (sockets made there live in `ns`).
-fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let fd = File::open(&path).expect("open netns");
-        setns(&fd, CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("namespace thread")
-}
 
 const N: u32 = 2_000;
 

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use std::fs::File;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -76,6 +77,19 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .status();
     }
+}
+
+/// Runs `f` on a fresh thread that has entered `ns` (sockets made there live in `ns`; the
+/// calling thread, and so the host namespace, is never switched).
+pub fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let fd = File::open(&path).expect("open netns");
+        nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("namespace thread")
 }
 
 /// Runs a command, asserting success; returns stdout.
