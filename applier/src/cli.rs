@@ -24,8 +24,14 @@ pub enum Command {
     Fmt(FmtArgs),
     /// Write or verify the lock file of node subnet allocations.
     Lock(LockArgs),
-    /// Show what a node's kernel state and files must be.
+    /// Show what a node's kernel state and files must be (`--live`: what would change).
     Plan(PlanArgs),
+    /// Converge this node's kernel state and files on its plan, then verify.
+    Apply(ApplyArgs),
+    /// Show the objects podnet owns on this node and whether they drifted.
+    Status(StatusArgs),
+    /// Remove everything podnet owns on this node and restore prior sysctls and files.
+    Teardown(TeardownArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -93,4 +99,49 @@ pub struct PlanArgs {
     pub root: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
     pub diagnostics: DiagFormat,
+    /// Compare with this machine's kernel and files and print the `+ ~ -` changes an apply
+    /// would make (needs `--node`).
+    #[arg(long, requires = "node", conflicts_with_all = ["all", "out", "format"])]
+    pub live: bool,
+    /// With `--live`: exit 0 when nothing would change, 2 when changes are pending, 1 on
+    /// errors.
+    #[arg(long, requires = "live")]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// A cluster file (`.podnet`, `.toml`) or a plan made by `podnet plan --format json`.
+    pub target: PathBuf,
+    /// The node to apply (default: the node whose address is on a local interface).
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Prefix every file path and the journal (/var/lib/podnet) with DIR.
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Take over existing links that have the plan's names but not podnet's marker.
+    #[arg(long)]
+    pub adopt: bool,
+    /// Print every change (default: the first 50).
+    #[arg(long, short)]
+    pub verbose: bool,
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub diagnostics: DiagFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// The root the journal lives under (as given to `apply --root`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Exit 2 when the node has drifted from the last applied plan.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TeardownArgs {
+    /// The root the journal lives under (as given to `apply --root`).
+    #[arg(long)]
+    pub root: Option<PathBuf>,
 }

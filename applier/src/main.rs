@@ -11,6 +11,9 @@ fn main() {
         Command::Fmt(a) => commands::fmt::run(a),
         Command::Lock(a) => commands::lock::run(a),
         Command::Plan(a) => commands::plan::run(a),
+        Command::Apply(a) => commands::apply::run(a),
+        Command::Status(a) => commands::status::run(a),
+        Command::Teardown(a) => commands::teardown::run(a),
     };
     let code = match result {
         Ok(code) => code,

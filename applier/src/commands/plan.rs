@@ -19,6 +19,9 @@ use crate::cli::{DiagFormat, PlanArgs, PlanFormat};
 use crate::report;
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
+    if args.live {
+        return live(args);
+    }
     let c = compile(&FsLoader, &args.file, UseLock::IfPresent);
     let Some(cluster) = c.valid_cluster() else {
         report::print(&c.sources, &c.diagnostics, args.diagnostics)?;
@@ -111,4 +114,63 @@ fn out_path(dir: &Path, node: &str, format: PlanFormat) -> anyhow::Result<PathBu
         PlanFormat::Shell => "sh",
     };
     Ok(dir.join(format!("{node}.{ext}")))
+}
+
+/// `--live`: the `+ ~ -` changes an apply would make on this machine, then a summary.
+fn live(args: &PlanArgs) -> anyhow::Result<i32> {
+    let plan = match super::apply::load_plan(
+        &args.file,
+        args.node.as_deref(),
+        args.root.as_deref(),
+        args.diagnostics,
+    )? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let opts = crate::apply::Options {
+        root: args.root.as_deref(),
+        ..Default::default()
+    };
+    let d = crate::apply::live_diff(&plan, opts)?;
+    let fw = crate::firewall::Firewall::new(crate::firewall::Exec::Host);
+    let spec = crate::firewall::FirewallSpec::from(&plan.firewall);
+    let fw_drift = fw.driver(spec.driver)?.plan(&spec)?.drift;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    super::apply::print_changes(&mut out, &d, true)?;
+    for x in &fw_drift {
+        writeln!(out, "~ firewall: {x}")?;
+    }
+    for c in &d.conflicts {
+        writeln!(out, "conflict: {c}")?;
+    }
+    let (a, c, r) = d.counts();
+    let pending = !d.is_empty() || !fw_drift.is_empty();
+    if pending {
+        writeln!(
+            out,
+            "node {}: {a} to add, {c} to change, {r} to remove{}",
+            plan.node,
+            if fw_drift.is_empty() {
+                ""
+            } else {
+                ", firewall to rewrite"
+            }
+        )?;
+    } else {
+        writeln!(
+            out,
+            "node {}: no changes; the kernel matches the plan",
+            plan.node
+        )?;
+    }
+    out.flush()?;
+    if !d.conflicts.is_empty() {
+        return Ok(1);
+    }
+    Ok(if pending && args.detailed_exitcode {
+        2
+    } else {
+        0
+    })
 }

@@ -117,7 +117,16 @@ impl NlSocket {
                     continue;
                 }
                 match k {
-                    NLMSG_DONE => return Ok(out),
+                    // A rejected dump reports its errno in NLMSG_DONE's payload.
+                    NLMSG_DONE => {
+                        let errno = p
+                            .get(..4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        if errno < 0 {
+                            return Err(io::Error::from_raw_os_error(-errno));
+                        }
+                        return Ok(out);
+                    }
                     NLMSG_ERROR => {
                         let errno = p
                             .get(..4)

@@ -1,0 +1,325 @@
+//! Convergence: observe → diff → execute → verify for one node's plan, and its inverse,
+//! teardown. The journal is written ahead of every change that creates something, so an
+//! interrupted apply (even `kill -9`) leaves only objects the next run recognises as
+//! podnet's. Also what `plan --live` and `status` use to compare a plan with the kernel.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use podnet_compiler::lower::defaults::ROUTE_PROTOCOL;
+use podnet_compiler::plan::{Firewall as PlanFirewall, FirewallDriver, NodePlan};
+
+use crate::diff::{Diff, Op, diff};
+use crate::execute::{self, Failure};
+use crate::firewall::{Exec, Firewall, FirewallReport, FirewallSpec};
+use crate::journal::{self, Journal, PriorFile};
+use crate::kernel::nl::NlSocket;
+use crate::observe::{self, Scope};
+
+/// How often observe → diff → execute runs before giving up on retryable errors.
+const ROUNDS: usize = 3;
+
+/// Options shared by apply, plan --live, status and teardown.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options<'a> {
+    /// Prefix of every file path and of the journal.
+    pub root: Option<&'a Path>,
+    /// Take over links that have the plan's names but not podnet's marker.
+    pub adopt: bool,
+    /// Leave the firewall alone (the library's callers that test kernel state only).
+    pub skip_firewall: bool,
+}
+
+/// What an apply did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The first diff: what was out of date (rendered with the names known then).
+    pub changes: Diff,
+    /// Operations performed (or found already done).
+    pub done: usize,
+    pub failures: Vec<Failure>,
+    pub firewall: Option<FirewallReport>,
+    /// What still differs after the last round (empty when converged).
+    pub remaining: Diff,
+    pub elapsed: Duration,
+}
+
+impl Applied {
+    pub fn converged(&self) -> bool {
+        self.failures.is_empty() && self.remaining.is_empty()
+    }
+}
+
+/// A plan that wants nothing: the diff against it removes everything podnet owns.
+pub fn empty_plan(protocol: u8) -> NodePlan {
+    NodePlan {
+        format_version: podnet_compiler::plan::FORMAT_VERSION,
+        cluster: String::new(),
+        node: String::new(),
+        route_protocol: protocol,
+        sysctls: Vec::new(),
+        links: Vec::new(),
+        addresses: Vec::new(),
+        routes: Vec::new(),
+        neighbours: Vec::new(),
+        fdb: Vec::new(),
+        firewall: PlanFirewall {
+            driver: FirewallDriver::Nftables,
+            masquerade: Vec::new(),
+            forward_accept: Vec::new(),
+        },
+        files: Vec::new(),
+    }
+}
+
+/// Compares `plan` (file paths already rooted) with the kernel: the `plan --live` diff.
+pub fn live_diff(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Diff> {
+    let j = Journal::load(opts.root)?;
+    let mut sock = NlSocket::new().context("opening a netlink socket")?;
+    let obs = observe::observe(
+        &mut sock,
+        Some(plan),
+        Scope {
+            journal: j.as_ref(),
+            adopt: opts.adopt,
+        },
+        plan.route_protocol,
+    )
+    .context("reading kernel state")?;
+    Ok(diff(plan, &obs))
+}
+
+/// Converges the node on `plan` (file paths already rooted).
+pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
+    let start = Instant::now();
+    let _lock = journal::lock(opts.root)?;
+    let loaded = Journal::load(opts.root)?;
+    let mut j = loaded.clone().unwrap_or_else(Journal::new);
+    let mut sock = NlSocket::new().context("opening a netlink socket")?;
+    let observe = |sock: &mut NlSocket, j: &Journal| {
+        observe::observe(
+            sock,
+            Some(plan),
+            Scope {
+                journal: Some(j),
+                adopt: opts.adopt,
+            },
+            plan.route_protocol,
+        )
+        .context("reading kernel state")
+    };
+    let obs = observe(&mut sock, &j)?;
+    let mut d = diff(plan, &obs);
+    if !d.conflicts.is_empty() {
+        anyhow::bail!("nothing was changed: {}", d.conflicts.join("; "));
+    }
+    let changes = d.clone();
+    let mut done = 0;
+    let mut failures = Vec::new();
+    for _ in 0..ROUNDS {
+        if d.ops.is_empty() {
+            break;
+        }
+        record(&mut j, plan, &d, &obs, opts.root)?;
+        // Links first: the rest of the diff needs their real indices.
+        let stage = d.link_stage();
+        if stage > 0 {
+            let r = execute::execute(&mut sock, &d, &d.ops[..stage])?;
+            done += r.done;
+            if !r.failures.is_empty() {
+                failures = r.failures;
+                break;
+            }
+            d = diff(plan, &observe(&mut sock, &j)?);
+            if !d.conflicts.is_empty() {
+                anyhow::bail!("{}", d.conflicts.join("; "));
+            }
+            record(&mut j, plan, &d, &obs, opts.root)?;
+        }
+        let r = execute::execute(&mut sock, &d, &d.ops)?;
+        done += r.done;
+        let retry = !r.failures.is_empty() && r.failures.iter().all(|f| f.retryable);
+        failures = r.failures;
+        d = diff(plan, &observe(&mut sock, &j)?);
+        if !retry {
+            break;
+        }
+    }
+    let firewall = if opts.skip_firewall {
+        None
+    } else {
+        Some(
+            Firewall::new(Exec::Host)
+                .apply(&FirewallSpec::from(&plan.firewall))
+                .context("applying the firewall")?,
+        )
+    };
+    let remaining = d;
+    if failures.is_empty() && remaining.is_empty() {
+        commit(&mut j, plan);
+        if loaded.as_ref() != Some(&j) {
+            j.save(opts.root)?;
+        }
+    }
+    Ok(Applied {
+        changes,
+        done,
+        failures,
+        firewall,
+        remaining,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Write-ahead: records what the next operations create or overwrite before they run.
+fn record(
+    j: &mut Journal,
+    plan: &NodePlan,
+    d: &Diff,
+    obs: &crate::diff::Observed,
+    root: Option<&Path>,
+) -> anyhow::Result<()> {
+    let before = j.clone();
+    j.cluster.clone_from(&plan.cluster);
+    j.node.clone_from(&plan.node);
+    j.protocols.insert(plan.route_protocol);
+    for op in &d.ops {
+        match op {
+            Op::LinkCreate { link, .. } => {
+                j.links.insert(link.name.clone());
+            }
+            Op::Sysctl {
+                key,
+                was: Some(was),
+                ..
+            } => {
+                j.sysctls.entry(key.clone()).or_insert_with(|| was.clone());
+            }
+            Op::FileWrite(f) if !j.files.contains_key(&f.path) => {
+                let prior = match obs.files.get(&f.path) {
+                    Some(Some(s)) => PriorFile {
+                        mode: Some(s.mode),
+                        content: String::from_utf8(s.content.clone()).ok(),
+                    },
+                    _ => PriorFile::default(),
+                };
+                j.files.insert(f.path.clone(), prior);
+            }
+            _ => {}
+        }
+    }
+    if *j != before {
+        j.save(root)?;
+    }
+    Ok(())
+}
+
+/// After a verified apply: the journal describes exactly the plan.
+fn commit(j: &mut Journal, plan: &NodePlan) {
+    j.protocols = BTreeSet::from([plan.route_protocol]);
+    j.links = plan.links.iter().map(|l| l.name.clone()).collect();
+    let planned: BTreeSet<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
+    // Files that left the plan were removed; keep those that had a prior to restore.
+    j.files
+        .retain(|p, prior| planned.contains(p.as_str()) || prior.mode.is_some());
+    j.plan = Some(plan.clone());
+}
+
+/// What a teardown did.
+#[derive(Debug)]
+pub struct TornDown {
+    pub changes: Diff,
+    pub failures: Vec<Failure>,
+    pub restored_sysctls: Vec<String>,
+    pub restored_files: Vec<String>,
+    pub removed_files: Vec<String>,
+    /// Owned objects still present afterwards (empty on success).
+    pub remaining: Diff,
+}
+
+/// Removes every object podnet owns and every file it wrote, restores the journal's prior
+/// sysctl values and files, removes the firewall state, and finally the journal.
+pub fn teardown(opts: Options<'_>) -> anyhow::Result<TornDown> {
+    let _lock = journal::lock(opts.root)?;
+    let j = Journal::load(opts.root)?.unwrap_or_else(Journal::new);
+    let protocol = j
+        .plan
+        .as_ref()
+        .map(|p| p.route_protocol)
+        .or_else(|| j.protocols.iter().next().copied())
+        .unwrap_or(ROUTE_PROTOCOL);
+    let nothing = empty_plan(protocol);
+    let mut sock = NlSocket::new().context("opening a netlink socket")?;
+    let scope = Scope {
+        journal: Some(&j),
+        adopt: false,
+    };
+    let obs = observe::observe(&mut sock, None, scope, protocol)?;
+    let mut d = diff(&nothing, &obs);
+    // Files are restored below, not just removed.
+    d.ops.retain(|o| !matches!(o, Op::FileRemove(_)));
+    let changes = d.clone();
+    let r = execute::execute(&mut sock, &d, &d.ops)?;
+    let mut failures = r.failures;
+    if !opts.skip_firewall
+        && let Err(e) = Firewall::new(Exec::Host).remove()
+    {
+        failures.push(Failure {
+            op: "- firewall".to_string(),
+            error: e.to_string(),
+            retryable: false,
+        });
+    }
+    let (mut restored_files, mut removed_files, mut restored_sysctls) =
+        (Vec::new(), Vec::new(), Vec::new());
+    for (path, prior) in &j.files {
+        let result = match (&prior.mode, &prior.content) {
+            (Some(mode), Some(content)) => {
+                restored_files.push(path.clone());
+                journal::write_atomic(Path::new(path), content.as_bytes(), *mode)
+            }
+            _ => {
+                removed_files.push(path.clone());
+                match std::fs::remove_file(path) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                    _ => Ok(()),
+                }
+            }
+        };
+        if let Err(e) = result {
+            failures.push(Failure {
+                op: format!("- file {path}"),
+                error: e.to_string(),
+                retryable: false,
+            });
+        }
+    }
+    for (key, value) in &j.sysctls {
+        match observe::write_sysctl(key, value) {
+            Ok(()) => restored_sysctls.push(format!("{key} = {value}")),
+            Err(e) => failures.push(Failure {
+                op: format!("~ sysctl {key} = {value}"),
+                error: e.to_string(),
+                retryable: false,
+            }),
+        }
+    }
+    let mut remaining = diff(
+        &nothing,
+        &observe::observe(&mut sock, None, scope, protocol)?,
+    );
+    remaining.ops.retain(|o| !matches!(o, Op::FileRemove(_)));
+    if failures.is_empty() && remaining.is_empty() {
+        Journal::remove(opts.root)?;
+    }
+    Ok(TornDown {
+        changes,
+        failures,
+        restored_sysctls,
+        restored_files,
+        removed_files,
+        remaining,
+    })
+}

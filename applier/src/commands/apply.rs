@@ -1,0 +1,196 @@
+//! `podnet apply`: converge this node on its plan (from a cluster file or a plan JSON),
+//! print what changed, and exit 0 when verified, 1 otherwise (nothing is changed when the
+//! input is invalid or something foreign is in the way).
+
+use std::collections::BTreeSet;
+use std::io::Write as _;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use anyhow::Context as _;
+use podnet_compiler::plan::{FORMAT_VERSION, NodePlan, Planner};
+use podnet_compiler::{FsLoader, UseLock, compile};
+
+use crate::apply::{Options, apply};
+use crate::cli::{ApplyArgs, DiagFormat};
+use crate::diff::Diff;
+use crate::kernel::addr::{Addr, RTM_GETADDR};
+use crate::kernel::nl::NlSocket;
+use crate::report;
+
+/// Lines of changes printed without `--verbose`.
+const SHOWN: usize = 50;
+
+pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
+    let plan = match load_plan(
+        &args.target,
+        args.node.as_deref(),
+        args.root.as_deref(),
+        args.diagnostics,
+    )? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    let opts = Options {
+        root: args.root.as_deref(),
+        adopt: args.adopt,
+        skip_firewall: false,
+    };
+    let a = apply(&plan, opts)?;
+    let mut out = std::io::stdout().lock();
+    print_changes(&mut out, &a.changes, args.verbose)?;
+    if let Some(fw) = &a.firewall {
+        for d in &fw.applied.drift {
+            writeln!(out, "~ firewall: {d}")?;
+        }
+        for r in &fw.removed.removed {
+            writeln!(out, "- firewall: {r}")?;
+        }
+    }
+    for f in &a.failures {
+        writeln!(out, "failed: {}: {}", f.op, f.error)?;
+    }
+    let (add, change, remove) = a.changes.counts();
+    if !a.converged() {
+        if !a.remaining.is_empty() {
+            writeln!(out, "not converged; still different:")?;
+            print_changes(&mut out, &a.remaining, args.verbose)?;
+        }
+        eprintln!(
+            "error: node {} did not converge ({} failed operation(s), {} remaining difference(s))",
+            plan.node,
+            a.failures.len(),
+            a.remaining.ops.len()
+        );
+        return Ok(1);
+    }
+    let fw = a.firewall.as_ref().is_some_and(|f| f.wrote());
+    writeln!(
+        out,
+        "node {}: {add} added, {change} changed, {remove} removed{}; converged in {:.1} ms",
+        plan.node,
+        if fw { ", firewall rewritten" } else { "" },
+        a.elapsed.as_secs_f64() * 1000.0
+    )?;
+    Ok(0)
+}
+
+/// Prints up to `SHOWN` change lines (all with `verbose`).
+pub fn print_changes(
+    out: &mut impl std::io::Write,
+    d: &Diff,
+    verbose: bool,
+) -> std::io::Result<()> {
+    let limit = if verbose { usize::MAX } else { SHOWN };
+    for op in d.ops.iter().take(limit) {
+        writeln!(out, "{}", d.line(op))?;
+    }
+    if d.ops.len() > limit {
+        writeln!(
+            out,
+            "… and {} more (--verbose shows all)",
+            d.ops.len() - limit
+        )?;
+    }
+    Ok(())
+}
+
+/// The plan to apply, with file paths under `root`: read from a plan JSON, or compiled from
+/// a cluster file for `node` (default: the node whose address is local). `Err(code)` when
+/// the problem has been reported already.
+pub fn load_plan(
+    target: &Path,
+    node: Option<&str>,
+    root: Option<&Path>,
+    diagnostics: DiagFormat,
+) -> anyhow::Result<Result<NodePlan, i32>> {
+    let is_json = target.extension().is_some_and(|e| e == "json");
+    let plan = if is_json {
+        let text = std::fs::read_to_string(target)
+            .with_context(|| format!("reading {}", target.display()))?;
+        let plan: NodePlan = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} is not a podnet plan (make one with `podnet plan FILE --node N --format json`)",
+                target.display()
+            )
+        })?;
+        if plan.format_version != FORMAT_VERSION {
+            anyhow::bail!(
+                "{} has plan format {}, this podnet applies format {FORMAT_VERSION}",
+                target.display(),
+                plan.format_version
+            );
+        }
+        if let Some(n) = node
+            && n != plan.node
+        {
+            anyhow::bail!(
+                "{} is the plan of node {}, not {n}",
+                target.display(),
+                plan.node
+            );
+        }
+        plan
+    } else {
+        let c = compile(&FsLoader, target, UseLock::IfPresent);
+        let Some(cluster) = c.valid_cluster() else {
+            report::print(&c.sources, &c.diagnostics, diagnostics)?;
+            eprintln!("error: nothing was changed: the cluster file has errors");
+            return Ok(Err(1));
+        };
+        let planner = Planner::new(cluster);
+        let index = match node {
+            Some(n) => planner.index_of(n),
+            None => {
+                let name = local_node(cluster)?;
+                planner.index_of(&name)
+            }
+        };
+        match index.and_then(|i| planner.plan(i)) {
+            Ok(p) => p,
+            Err(d) => {
+                report::print(&c.sources, &[d], diagnostics)?;
+                return Ok(Err(1));
+            }
+        }
+    };
+    Ok(Ok(match root {
+        Some(r) => plan.with_root(r),
+        None => plan,
+    }))
+}
+
+/// The one node whose underlay address is on a local interface.
+fn local_node(cluster: &podnet_compiler::Cluster) -> anyhow::Result<String> {
+    let mut sock = NlSocket::new().context("opening a netlink socket")?;
+    let local: BTreeSet<Ipv4Addr> = sock
+        .dump(RTM_GETADDR, &Addr::dump_request())
+        .context("listing local addresses")?
+        .iter()
+        .filter_map(|m| Addr::parse(m))
+        .map(|a| a.address.addr())
+        .collect();
+    let found: Vec<&str> = cluster
+        .nodes
+        .iter()
+        .filter(|n| local.contains(&n.address.value.addr()))
+        .map(|n| n.name.value.as_str())
+        .collect();
+    match found.as_slice() {
+        [one] => Ok((*one).to_string()),
+        [] => anyhow::bail!(
+            "no node of cluster {} has its address on this machine (local addresses: {}); \
+             pass --node NAME",
+            cluster.name.value,
+            local
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        many => anyhow::bail!(
+            "several nodes have their address on this machine ({}); pass --node NAME",
+            many.join(", ")
+        ),
+    }
+}

@@ -1,0 +1,168 @@
+//! The executor: performs a diff's operations in order. Kernel operations go through the
+//! batching netlink socket as one ordered stream (the kernel handles a batch's messages in
+//! order, so nexthops exist before the routes that use them); an EEXIST on a create and an
+//! ENOENT-like errno on a delete mean "already done". Sysctls are written first and files
+//! last, atomically.
+
+use std::path::Path;
+
+use crate::diff::{Diff, Op};
+use crate::diff_routes::RouteOp;
+use crate::journal::write_atomic;
+use crate::kernel::link::{self, LinkChange, LinkRef, MARKER, Vxlan};
+use crate::kernel::nexthop::Nexthop;
+use crate::kernel::nl::{NlSocket, Request};
+use crate::observe::write_sysctl;
+use podnet_compiler::plan::LinkKind;
+
+/// One operation that failed, rendered, with the error.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    pub op: String,
+    pub error: String,
+    /// Whether trying again may succeed (ENOBUFS, EBUSY, EAGAIN, EINTR).
+    pub retryable: bool,
+}
+
+/// What an execution did.
+#[derive(Clone, Debug, Default)]
+pub struct Report {
+    /// Operations performed (or found already done).
+    pub done: usize,
+    pub failures: Vec<Failure>,
+}
+
+fn errno_text(e: i32) -> String {
+    std::io::Error::from_raw_os_error(e).to_string()
+}
+
+fn retryable(e: i32) -> bool {
+    matches!(
+        e,
+        libc::ENOBUFS | libc::EBUSY | libc::EAGAIN | libc::EINTR | libc::ENOMEM
+    )
+}
+
+/// Errnos that mean the operation's effect is already there.
+fn benign(op: &Op, e: i32) -> bool {
+    match op {
+        Op::LinkCreate { .. } => e == libc::EEXIST,
+        Op::LinkDelete { .. }
+        | Op::AddrDelete(_)
+        | Op::NeighDelete(_)
+        | Op::FdbDelete(_)
+        | Op::Route(RouteOp::RouteDelete(_) | RouteOp::NexthopDelete(_)) => matches!(
+            e,
+            libc::ENOENT | libc::ESRCH | libc::ENODEV | libc::EADDRNOTAVAIL
+        ),
+        _ => false,
+    }
+}
+
+/// The netlink requests of one kernel operation (none for sysctls and files).
+pub fn requests(op: &Op) -> Vec<Request> {
+    match op {
+        Op::LinkCreate { link: l, underlay } => {
+            let create = match (l.kind, &l.vxlan) {
+                (LinkKind::Vxlan, Some(v)) => link::create_vxlan(
+                    &l.name,
+                    l.mtu,
+                    l.mac.map_or([0; 6], |m| m.0),
+                    &Vxlan {
+                        vni: v.vni,
+                        port: v.port,
+                        local: Some(v.local),
+                        link: *underlay,
+                        learning: v.learning,
+                    },
+                ),
+                _ => link::create_bridge(&l.name, l.mtu),
+            };
+            // The kernel ignores IFLA_IFALIAS on creation: mark the link in a second request.
+            let mark = link::change(
+                &LinkRef::Name(l.name.clone()),
+                &LinkChange {
+                    alias: Some(MARKER.to_string()),
+                    up: Some(l.up),
+                    ..LinkChange::default()
+                },
+            );
+            vec![create, mark]
+        }
+        Op::LinkChange { index, change, .. } => vec![link::change(&LinkRef::Index(*index), change)],
+        Op::LinkDelete { index, .. } => vec![link::delete(*index)],
+        Op::AddrReplace(a) => vec![a.replace()],
+        Op::AddrDelete(a) => vec![a.delete()],
+        Op::NeighReplace(n) => vec![n.replace()],
+        Op::NeighDelete(n) => vec![n.delete()],
+        Op::FdbReplace(f) => vec![f.replace()],
+        Op::FdbDelete(f) => vec![f.delete()],
+        Op::Route(RouteOp::NexthopReplace(n)) => vec![n.replace()],
+        Op::Route(RouteOp::NexthopDelete(id)) => vec![Nexthop::delete(*id)],
+        Op::Route(RouteOp::RouteReplace(r)) => vec![r.replace()],
+        Op::Route(RouteOp::RouteDelete(r)) => vec![r.delete()],
+        Op::Sysctl { .. } | Op::FileWrite(_) | Op::FileRemove(_) => Vec::new(),
+    }
+}
+
+/// Performs `ops` (a prefix or all of `diff.ops`) in order.
+pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let fail = |r: &mut Report, op: &Op, error: String, retry: bool| {
+        r.failures.push(Failure {
+            op: diff.line(op),
+            error,
+            retryable: retry,
+        });
+    };
+    for op in ops {
+        if let Op::Sysctl { key, value, .. } = op {
+            match write_sysctl(key, value) {
+                Ok(()) => report.done += 1,
+                Err(e) => fail(&mut report, op, e.to_string(), false),
+            }
+        }
+    }
+    let mut reqs = Vec::new();
+    let mut owner = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        for r in requests(op) {
+            reqs.push(r);
+            owner.push(i);
+        }
+    }
+    let outcomes = sock.execute(&reqs)?;
+    let mut failed_op = vec![false; ops.len()];
+    let mut kernel_ops = vec![false; ops.len()];
+    for (k, outcome) in outcomes.into_iter().enumerate() {
+        let i = owner[k];
+        kernel_ops[i] = true;
+        if let Err(e) = outcome
+            && !benign(&ops[i], e)
+            && !failed_op[i]
+        {
+            failed_op[i] = true;
+            fail(&mut report, &ops[i], errno_text(e), retryable(e));
+        }
+    }
+    report.done += kernel_ops
+        .iter()
+        .zip(&failed_op)
+        .filter(|(k, f)| **k && !**f)
+        .count();
+    for op in ops {
+        let result = match op {
+            Op::FileWrite(f) => write_atomic(Path::new(&f.path), f.content.as_bytes(), f.mode),
+            Op::FileRemove(p) => match std::fs::remove_file(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+                _ => Ok(()),
+            },
+            _ => continue,
+        };
+        match result {
+            Ok(()) => report.done += 1,
+            Err(e) => fail(&mut report, op, e.to_string(), false),
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,724 @@
+//! `podnet apply`, `plan --live`, `status` and `teardown` against the real kernel, each node
+//! in a network namespace of its own with an underlay `eth0` (a veth to a peer namespace)
+//! carrying the node's address, and its own `--root` directory for files and the journal.
+
+mod common;
+#[path = "../../tests/support/examples.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::NetNs;
+use podnet_compiler::plan::{NodePlan, Planner};
+use podnet_compiler::{FsLoader, UseLock, compile};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_podnet");
+
+/// A simulated node: its namespace, the underlay peer and a root directory.
+struct Node {
+    ns: NetNs,
+    _peer: NetNs,
+    root: tempfile::TempDir,
+}
+
+impl Node {
+    fn new(tag: &str, address: &str) -> Node {
+        let ns = NetNs::new(tag);
+        let peer = NetNs::new(&format!("{tag}u"));
+        common::veth(&ns, "eth0", &peer, "eth0");
+        ns.ip(&["addr", "add", address, "dev", "eth0"]);
+        Node {
+            ns,
+            _peer: peer,
+            root: tempfile::tempdir().expect("root dir"),
+        }
+    }
+
+    fn root(&self) -> &str {
+        self.root.path().to_str().expect("utf-8 root")
+    }
+
+    /// Runs `podnet ARGS… --root ROOT` in the namespace.
+    fn podnet(&self, args: &[&str]) -> Output {
+        let mut a: Vec<&str> = args.to_vec();
+        a.extend(["--root", self.root()]);
+        self.ns.exec(BIN, &a)
+    }
+
+    /// Like `podnet`, asserting exit 0; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.podnet(args);
+        assert!(
+            out.status.success(),
+            "podnet {args:?} in {} exited {:?}\nstdout:\n{}\nstderr:\n{}",
+            self.ns.name,
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, program: &str, args: &[&str]) -> Value {
+        let out = self.ns.sh(program, args);
+        if out.trim().is_empty() {
+            Value::Array(Vec::new())
+        } else {
+            serde_json::from_str(&out).expect("JSON dump")
+        }
+    }
+}
+
+fn plan_for(file: &Path, node: &str) -> NodePlan {
+    let c = compile(&FsLoader, file, UseLock::IfPresent);
+    let cluster = c.valid_cluster().expect("valid example");
+    Planner::new(cluster).plan_named(node).expect("plan")
+}
+
+fn nodes_of(file: &Path) -> Vec<(String, String)> {
+    let c = compile(&FsLoader, file, UseLock::IfPresent);
+    let cluster = c.valid_cluster().expect("valid example");
+    cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name.value.clone(), n.address.value.to_string()))
+        .collect()
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Asserts that the kernel dumps of `n` show exactly `plan` (links, addresses on them,
+/// routes of the plan's protocol with their nexthops, permanent neighbours and FDB
+/// entries on the vxlan device, sysctls, files).
+fn assert_matches_plan(n: &Node, plan: &NodePlan) {
+    let links = n.json("ip", &["-j", "-d", "link", "show"]);
+    let by_name: BTreeMap<String, &Value> = links
+        .as_array()
+        .expect("links")
+        .iter()
+        .map(|l| (s(&l["ifname"]), l))
+        .collect();
+    for l in &plan.links {
+        let k = by_name
+            .get(&l.name)
+            .unwrap_or_else(|| panic!("link {} missing", l.name));
+        assert_eq!(k["mtu"].as_u64(), Some(u64::from(l.mtu)), "{} mtu", l.name);
+        assert_eq!(s(&k["ifalias"]), "podnet", "{} marker", l.name);
+        let up = k["flags"]
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "UP"));
+        assert_eq!(up, l.up, "{} up", l.name);
+        if let Some(m) = &l.mac {
+            assert_eq!(s(&k["address"]), m.to_string(), "{} mac", l.name);
+        }
+        if let Some(v) = &l.vxlan {
+            let d = &k["linkinfo"]["info_data"];
+            assert_eq!(d["id"].as_u64(), Some(u64::from(v.vni)));
+            assert_eq!(d["port"].as_u64(), Some(u64::from(v.port)));
+            assert_eq!(s(&d["local"]), v.local.to_string());
+            assert_eq!(s(&d["link"]), v.dev);
+            assert_eq!(d["learning"].as_bool(), Some(v.learning));
+        }
+        let addrs: BTreeSet<String> = n.json("ip", &["-j", "-4", "addr", "show", "dev", &l.name])
+            [0]["addr_info"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| format!("{}/{}", s(&x["local"]), x["prefixlen"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let want: BTreeSet<String> = plan
+            .addresses
+            .iter()
+            .filter(|a| a.dev == l.name)
+            .map(|a| a.address.to_string())
+            .collect();
+        assert_eq!(addrs, want, "addresses on {}", l.name);
+    }
+    let proto = plan.route_protocol.to_string();
+    let nexthops: BTreeMap<u64, &Value> = Default::default();
+    let nh_dump = n.json("ip", &["-j", "nexthop", "show"]);
+    let mut nexthops = nexthops;
+    for x in nh_dump.as_array().into_iter().flatten() {
+        nexthops.insert(x["id"].as_u64().expect("id"), x);
+    }
+    let routes = n.json("ip", &["-j", "route", "show", "proto", &proto]);
+    let mut got = BTreeSet::new();
+    for r in routes.as_array().into_iter().flatten() {
+        let nh = r["nhid"].as_u64().and_then(|id| nexthops.get(&id).copied());
+        let (via, dev, flags) = match nh {
+            Some(nh) => (s(&nh["gateway"]), s(&nh["dev"]), nh["flags"].clone()),
+            None => (s(&r["gateway"]), s(&r["dev"]), r["flags"].clone()),
+        };
+        let onlink = flags
+            .as_array()
+            .is_some_and(|f| f.iter().any(|x| x == "onlink"));
+        got.insert(format!(
+            "{} via {via} dev {dev} onlink {onlink}",
+            s(&r["dst"])
+        ));
+    }
+    let want: BTreeSet<String> = plan
+        .routes
+        .iter()
+        .map(|r| format!("{} via {} dev {} onlink {}", r.dst, r.via, r.dev, r.onlink))
+        .collect();
+    assert_eq!(got, want, "routes of protocol {proto}");
+    for l in plan.links.iter().filter(|l| l.vxlan.is_some()) {
+        let neigh: BTreeSet<String> = n
+            .json(
+                "ip",
+                &["-j", "neigh", "show", "dev", &l.name, "nud", "permanent"],
+            )
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|x| format!("{} {}", s(&x["dst"]), s(&x["lladdr"])))
+            .collect();
+        let want: BTreeSet<String> = plan
+            .neighbours
+            .iter()
+            .map(|x| format!("{} {}", x.ip, x.mac))
+            .collect();
+        assert_eq!(neigh, want, "neighbours on {}", l.name);
+        let fdb: BTreeSet<String> = n
+            .json("bridge", &["-j", "fdb", "show", "dev", &l.name])
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|x| x.get("dst").is_some())
+            .map(|x| format!("{} {}", s(&x["mac"]), s(&x["dst"])))
+            .collect();
+        let want: BTreeSet<String> = plan
+            .fdb
+            .iter()
+            .map(|x| format!("{} {}", x.mac, x.dst))
+            .collect();
+        assert_eq!(fdb, want, "fdb on {}", l.name);
+    }
+    for x in &plan.sysctls {
+        let v = n.ns.sh("sysctl", &["-n", &x.key]);
+        assert_eq!(v.trim(), x.value, "sysctl {}", x.key);
+    }
+    for f in &plan.files {
+        let p = Path::new(n.root()).join(f.path.trim_start_matches('/'));
+        let content =
+            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!(content, f.content, "{}", p.display());
+    }
+}
+
+/// Everything observable in a namespace, with interface indices and nexthop ids replaced by
+/// names and content (so namespaces can be compared), and kernel-chosen MACs left out
+/// unless `macs`.
+fn snapshot(n: &Node, macs: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let links = n.json("ip", &["-j", "-d", "link", "show"]);
+    for l in links.as_array().into_iter().flatten() {
+        let kind = s(&l["linkinfo"]["info_kind"]);
+        let mac = if macs || kind == "vxlan" {
+            s(&l["address"])
+        } else {
+            String::new()
+        };
+        out.push(format!(
+            "link {} kind {kind} mtu {} flags {} alias {} master {} mac {mac} data {}",
+            s(&l["ifname"]),
+            l["mtu"],
+            l["flags"],
+            s(&l["ifalias"]),
+            s(&l["master"]),
+            l["linkinfo"]["info_data"]
+        ));
+    }
+    for a in n
+        .json("ip", &["-j", "addr", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for x in a["addr_info"].as_array().into_iter().flatten() {
+            if !macs && s(&x["scope"]) == "link" && s(&x["family"]) == "inet6" {
+                continue; // derived from the kernel-chosen MAC
+            }
+            out.push(format!(
+                "addr {} {} {}/{}",
+                s(&a["ifname"]),
+                s(&x["family"]),
+                s(&x["local"]),
+                x["prefixlen"]
+            ));
+        }
+    }
+    let mut nh = BTreeMap::new();
+    for x in n
+        .json("ip", &["-j", "nexthop", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let text = format!(
+            "via {} dev {} flags {} proto {}",
+            s(&x["gateway"]),
+            s(&x["dev"]),
+            x["flags"],
+            s(&x["protocol"])
+        );
+        out.push(format!("nexthop {text}"));
+        nh.insert(x["id"].as_u64().expect("nexthop id"), text);
+    }
+    for fam in ["-4", "-6"] {
+        for r in n
+            .json("ip", &["-j", fam, "route", "show", "table", "all"])
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            if !macs && s(&r["dst"]).starts_with("fe80") {
+                continue;
+            }
+            let target = match r["nhid"].as_u64() {
+                Some(id) => nh.get(&id).cloned().unwrap_or_else(|| "dangling".into()),
+                None => format!(
+                    "via {} dev {} flags {}",
+                    s(&r["gateway"]),
+                    s(&r["dev"]),
+                    r["flags"]
+                ),
+            };
+            out.push(format!(
+                "route {fam} {} table {} type {} proto {} scope {} {target} src {}",
+                s(&r["dst"]),
+                s(&r["table"]),
+                s(&r["type"]),
+                s(&r["protocol"]),
+                s(&r["scope"]),
+                s(&r["prefsrc"])
+            ));
+        }
+    }
+    for x in n
+        .json("ip", &["-j", "neigh", "show", "nud", "permanent"])
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push(format!(
+            "neigh {} {} {}",
+            s(&x["dev"]),
+            s(&x["dst"]),
+            s(&x["lladdr"])
+        ));
+    }
+    for x in n
+        .json("bridge", &["-j", "fdb", "show"])
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if x.get("dst").is_some() || macs {
+            out.push(format!(
+                "fdb {} {} dst {} {}",
+                s(&x["ifname"]),
+                s(&x["mac"]),
+                s(&x["dst"]),
+                x["flags"]
+            ));
+        }
+    }
+    out.push(format!(
+        "sysctl ip_forward {}",
+        n.ns.sh("sysctl", &["-n", "net.ipv4.ip_forward"]).trim()
+    ));
+    out.push(format!("nft {}", n.ns.sh("nft", &["list", "ruleset"])));
+    out.sort();
+    out
+}
+
+/// The lines only in `a` and only in `b`.
+fn delta(a: &[String], b: &[String]) -> String {
+    let (a, b): (BTreeSet<&String>, BTreeSet<&String>) = (a.iter().collect(), b.iter().collect());
+    format!(
+        "only before/left:\n  {}\nonly after/right:\n  {}",
+        a.difference(&b)
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  "),
+        b.difference(&a)
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join("\n  ")
+    )
+}
+
+#[test]
+fn every_example_node_applies_exactly_its_plan_and_twice_changes_nothing() {
+    let mut checked = 0;
+    for file in support::examples() {
+        let f = file.to_str().expect("utf-8 path");
+        for (name, address) in nodes_of(&file) {
+            let n = Node::new("ex", &address);
+            // Without --node: the node whose address is local.
+            let first = n.ok(&["apply", f]);
+            assert!(first.contains("converged"), "{first}");
+            let plan = plan_for(&file, &name).with_root(n.root.path());
+            assert_matches_plan(&n, &plan);
+            let before = snapshot(&n, true);
+            let second = n.ok(&["apply", f, "--node", &name]);
+            assert!(
+                second.contains(": 0 added, 0 changed, 0 removed; converged"),
+                "second apply of {name} did something:\n{second}"
+            );
+            assert_eq!(
+                before,
+                snapshot(&n, true),
+                "second apply changed the kernel"
+            );
+            let live = n.podnet(&["plan", f, "--node", &name, "--live", "--detailed-exitcode"]);
+            assert_eq!(
+                live.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&live.stdout)
+            );
+            if let Some(r) = plan.routes.first() {
+                let proto = plan.route_protocol.to_string();
+                n.ns.ip(&["route", "del", &r.dst.to_string(), "proto", &proto]);
+                let live = n.podnet(&["plan", f, "--node", &name, "--live", "--detailed-exitcode"]);
+                let text = String::from_utf8_lossy(&live.stdout);
+                assert_eq!(live.status.code(), Some(2), "{text}");
+                assert!(text.contains(&format!("+ route {}", r.dst)), "{text}");
+                let status = n.ok(&["status"]);
+                assert!(status.contains("drift:      1 missing"), "{status}");
+                let repair = n.ok(&["apply", f, "--node", &name]);
+                assert!(
+                    repair.contains(": 1 added, 0 changed, 0 removed"),
+                    "{repair}"
+                );
+                assert_matches_plan(&n, &plan);
+            }
+            assert!(n.ok(&["status"]).contains("drift:      none"));
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} example nodes");
+}
+
+const CLUSTER: &str = "cluster t {
+    pod-cidr 10.244.0.0/16
+    backend host-gw
+}
+node n1 { address 192.168.56.11/24; subnet 10.244.1.0/24 }
+node n2 { address 192.168.56.12/24; subnet 10.244.2.0/24 }
+node n3 { address 192.168.56.13/24; subnet 10.244.3.0/24 }
+";
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).expect("write cluster");
+    p
+}
+
+#[test]
+fn transitions_leave_exactly_what_a_fresh_apply_leaves() {
+    let dir = tempfile::tempdir().expect("dir");
+    let vx = CLUSTER.replace("backend host-gw", "backend vxlan");
+    let direct = CLUSTER.replace("backend host-gw", "backend vxlan { direct-routing on }");
+    let fewer = vx.replace(
+        "node n3 { address 192.168.56.13/24; subnet 10.244.3.0/24 }\n",
+        "",
+    );
+    let variants = [
+        ("host-gw", CLUSTER.to_string()),
+        ("vxlan", vx.clone()),
+        ("direct", direct),
+        ("fewer", fewer),
+        (
+            "len25",
+            vx.replace(
+                "pod-cidr 10.244.0.0/16",
+                "pod-cidr 10.244.0.0/16\n    subnet-len 25",
+            )
+            .replace("; subnet 10.244.1.0/24", "; subnet 10.244.1.0/25")
+            .replace("; subnet 10.244.2.0/24", "; subnet 10.244.2.0/25")
+            .replace("; subnet 10.244.3.0/24", "; subnet 10.244.3.0/25"),
+        ),
+        (
+            "mtu",
+            vx.replace(
+                "pod-cidr 10.244.0.0/16",
+                "pod-cidr 10.244.0.0/16\n    mtu 1400",
+            ),
+        ),
+        (
+            "vni",
+            vx.replace("backend vxlan", "backend vxlan { vni 7 }"),
+        ),
+        (
+            "port",
+            vx.replace("backend vxlan", "backend vxlan { port 4789 }"),
+        ),
+        (
+            "masq",
+            vx.replace("backend vxlan", "backend vxlan\n    masquerade outbound"),
+        ),
+    ];
+    let files: BTreeMap<&str, PathBuf> = variants
+        .iter()
+        .map(|(k, t)| (*k, write(dir.path(), &format!("{k}.podnet"), t)))
+        .collect();
+    let pairs = [
+        ("host-gw", "vxlan"),
+        ("vxlan", "host-gw"),
+        ("vxlan", "direct"),
+        ("direct", "host-gw"),
+        ("host-gw", "direct"),
+        ("vxlan", "fewer"),
+        ("fewer", "vxlan"),
+        ("vxlan", "len25"),
+        ("vxlan", "mtu"),
+        ("vxlan", "vni"),
+        ("vxlan", "port"),
+        ("port", "vxlan"),
+        ("vxlan", "masq"),
+    ];
+    for (a, b) in pairs {
+        let (fa, fb) = (
+            files[a].to_str().expect("utf-8"),
+            files[b].to_str().expect("utf-8"),
+        );
+        let t = Node::new("tr", "192.168.56.11/24");
+        t.ok(&["apply", fa]);
+        let out = t.ok(&["apply", fb]);
+        assert!(out.contains("converged"), "{a} → {b}: {out}");
+        let fresh = Node::new("fr", "192.168.56.11/24");
+        fresh.ok(&["apply", fb]);
+        let (x, y) = (snapshot(&t, false), snapshot(&fresh, false));
+        assert!(
+            x == y,
+            "{a} → {b} differs from a fresh {b}:\n{}",
+            delta(&x, &y)
+        );
+        let again = t.ok(&["apply", fb]);
+        assert!(again.contains(": 0 added, 0 changed, 0 removed"), "{again}");
+    }
+}
+
+#[test]
+fn foreign_state_survives_apply_and_teardown_restores_the_exact_prior_dumps() {
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(
+        dir.path(),
+        "vx.podnet",
+        &CLUSTER.replace("backend host-gw", "backend vxlan\n    masquerade outbound"),
+    );
+    let f = f.to_str().expect("utf-8");
+    let n = Node::new("fo", "192.168.56.11/24");
+    // Foreign state: a main-table route of another protocol, a bridge with an address and an
+    // FDB entry, a neighbour on eth0, a nexthop and a route using it, an nft table.
+    n.ns.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "via",
+        "192.168.56.1",
+        "proto",
+        "static",
+    ]);
+    n.ns.ip(&["link", "add", "br-foreign", "type", "bridge"]);
+    n.ns.ip(&["link", "set", "br-foreign", "up"]);
+    n.ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "br-foreign"]);
+    n.ns.sh(
+        "bridge",
+        &[
+            "fdb",
+            "add",
+            "02:00:00:00:00:77",
+            "dev",
+            "br-foreign",
+            "self",
+            "permanent",
+        ],
+    );
+    n.ns.ip(&[
+        "neigh",
+        "add",
+        "192.168.56.99",
+        "lladdr",
+        "02:00:00:00:00:99",
+        "dev",
+        "eth0",
+        "nud",
+        "permanent",
+    ]);
+    n.ns.ip(&[
+        "nexthop",
+        "add",
+        "id",
+        "5",
+        "via",
+        "192.168.56.1",
+        "dev",
+        "eth0",
+        "proto",
+        "static",
+    ]);
+    n.ns.ip(&[
+        "route",
+        "add",
+        "203.0.113.0/24",
+        "nhid",
+        "5",
+        "proto",
+        "static",
+    ]);
+    n.ns.sh("nft", &["add", "table", "inet", "foreign"]);
+    n.ns.sh(
+        "nft",
+        &[
+            "add",
+            "chain",
+            "inet",
+            "foreign",
+            "c",
+            "{ type filter hook forward priority 10; }",
+        ],
+    );
+    let prior = snapshot(&n, true);
+    let foreign: Vec<String> = prior
+        .iter()
+        .filter(|l| {
+            [
+                "198.51.100.0",
+                "br-foreign",
+                "192.168.56.99",
+                "203.0.113.0",
+                "02:00:00:00:00:77",
+                "nexthop via 192.168.56.1",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+        })
+        .cloned()
+        .collect();
+    assert!(foreign.len() >= 6, "{foreign:#?}");
+    n.ok(&["apply", f]);
+    let applied = snapshot(&n, true);
+    for l in &foreign {
+        assert!(applied.contains(l), "apply touched foreign state: {l}");
+    }
+    assert!(
+        applied
+            .iter()
+            .any(|l| l.starts_with("nft") && l.contains("table inet foreign"))
+    );
+    let out = n.ok(&["teardown"]);
+    assert!(out.contains("podnet owns nothing"), "{out}");
+    let after = snapshot(&n, true);
+    assert!(
+        prior == after,
+        "teardown did not restore the prior state:\n{}",
+        delta(&prior, &after)
+    );
+    assert!(
+        !Path::new(n.root())
+            .join("var/lib/podnet/state.json")
+            .exists(),
+        "journal removed"
+    );
+    assert!(
+        !Path::new(n.root())
+            .join("etc/cni/net.d/10-podnet.conflist")
+            .exists()
+    );
+    // A second teardown has nothing to do.
+    assert!(n.ok(&["teardown"]).contains("removed 0 object(s)"));
+}
+
+#[test]
+fn kill_9_during_a_5000_node_apply_then_apply_again_converges() {
+    use podnet_compiler::generate::{GenBackend, large_cluster, node_address};
+    let dir = tempfile::tempdir().expect("dir");
+    for (path, text) in large_cluster(5_000, 500, GenBackend::Vxlan) {
+        let p = dir.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&p, text).expect("write");
+    }
+    let file = dir.path().join("cluster.podnet");
+    let f = file.to_str().expect("utf-8");
+    let address = format!("{}/12", node_address(0));
+    let n = Node::new("k9", &address);
+    let prior = snapshot(&n, true);
+    let mut killed_mid_way = false;
+    for attempt in 0..5 {
+        let mut child = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &n.ns.name,
+                BIN,
+                "apply",
+                f,
+                "--root",
+                n.root(),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn apply");
+        // Wait for the first objects, then kill at a different moment each attempt.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = n.ns.ip(&["link", "show"]);
+            if out.contains("flannel.1") {
+                break;
+            }
+            if child.try_wait().expect("wait").is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        std::thread::sleep(Duration::from_millis(20 * attempt));
+        let _ = child.kill();
+        let status = child.wait().expect("reap");
+        let routes = n.ns.ip(&["route", "show", "proto", "77"]).lines().count();
+        if !status.success() && routes < 4_999 {
+            killed_mid_way = true;
+            break;
+        }
+        n.ok(&["teardown"]);
+    }
+    assert!(killed_mid_way, "no attempt was killed mid-way");
+    let out = n.ok(&["apply", f]);
+    assert!(out.contains("converged"), "{out}");
+    assert_matches_plan(
+        &n,
+        &plan_for(&file, "n00000.rack000").with_root(n.root.path()),
+    );
+    let fresh = Node::new("k9f", &address);
+    fresh.ok(&["apply", f]);
+    let (x, y) = (snapshot(&n, false), snapshot(&fresh, false));
+    assert!(
+        x == y,
+        "re-apply after kill -9 differs from a fresh apply:\n{}",
+        delta(&x, &y)
+    );
+    n.ok(&["teardown"]);
+    let after = snapshot(&n, true);
+    assert!(
+        prior == after,
+        "leaked after teardown:\n{}",
+        delta(&prior, &after)
+    );
+}
