@@ -229,8 +229,7 @@ fn assert_matches_plan(n: &Node, plan: &NodePlan) {
         // The plan is already rebased under the root.
         let p = Path::new(&f.path);
         assert!(p.starts_with(n.root()), "{}", p.display());
-        let content =
-            std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        let content = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
         assert_eq!(content, f.content, "{}", p.display());
     }
 }
@@ -741,5 +740,60 @@ fn kill_9_during_a_5000_node_apply_then_apply_again_converges() {
         prior == after,
         "leaked after teardown:\n{}",
         delta(&prior, &after)
+    );
+}
+
+#[test]
+fn a_plan_json_applies_and_bad_input_changes_nothing() {
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(
+        dir.path(),
+        "vx.podnet",
+        &CLUSTER.replace("backend host-gw", "backend vxlan"),
+    );
+    let f = f.to_str().expect("utf-8");
+    let n = Node::new("pj", "192.168.56.12/24");
+    let json =
+        n.ns.sh(BIN, &["plan", f, "--node", "n2", "--format", "json"]);
+    let plan_file = write(dir.path(), "n2.json", &json);
+    let out = n.ok(&["apply", plan_file.to_str().expect("utf-8")]);
+    assert!(
+        out.contains("node n2: ") && out.contains("converged"),
+        "{out}"
+    );
+    assert_matches_plan(&n, &plan_for(Path::new(f), "n2").with_root(n.root.path()));
+    let good = snapshot(&n, true);
+    // A cluster file with an error, a plan for another node, a foreign link in the way:
+    // each is refused with exit 1 and the applied state stays exactly as it was.
+    let broken = write(
+        dir.path(),
+        "broken.podnet",
+        &CLUSTER.replace("pod-cidr", "pod-cdir"),
+    );
+    let out = n.podnet(&["apply", broken.to_str().expect("utf-8"), "--node", "n2"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("pod-cidr"),
+        "hint names the key"
+    );
+    let out = n.podnet(&["apply", plan_file.to_str().expect("utf-8"), "--node", "n1"]);
+    assert_eq!(out.status.code(), Some(1));
+    let other = write(
+        dir.path(),
+        "other.podnet",
+        &CLUSTER.replace("cluster t {", "cluster t {\n    cni { bridge br-foreign }"),
+    );
+    n.ns.ip(&["link", "add", "br-foreign", "type", "bridge"]);
+    let out = n.podnet(&["apply", other.to_str().expect("utf-8"), "--node", "n2"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("br-foreign exists and is not podnet's"),
+        "{err}"
+    );
+    n.ns.ip(&["link", "del", "br-foreign"]);
+    assert!(
+        good == snapshot(&n, true),
+        "a refused input changed the node"
     );
 }
