@@ -91,7 +91,9 @@ pub fn live_diff(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Diff> {
     Ok(diff(plan, &obs))
 }
 
-/// Converges the node on `plan` (file paths already rooted).
+/// Converges the node on `plan` (file paths already rooted). The firewall (child
+/// processes) and the encoding of the plan for the journal run on their own threads while
+/// the kernel objects are observed, diffed and changed.
 pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
     let start = Instant::now();
     let _lock = journal::lock(opts.root)?;
@@ -111,10 +113,72 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
         .context("reading kernel state")
     };
     let obs = observe(&mut sock, &j)?;
-    let mut d = diff(plan, &obs);
+    let d = diff(plan, &obs);
     if !d.conflicts.is_empty() {
         anyhow::bail!("nothing was changed: {}", d.conflicts.join("; "));
     }
+    let spec = FirewallSpec::from(&plan.firewall);
+    let other_may_exist =
+        loaded.is_none() || j.firewalls.contains(&spec.driver.other().to_string());
+    if !opts.skip_firewall && j.firewalls.insert(spec.driver.to_string()) {
+        j.save(opts.root)?; // write-ahead, like every other object podnet creates
+    }
+    std::thread::scope(|scope| {
+        let encoded = scope.spawn(|| journal::encode_plan(plan));
+        let firewall = (!opts.skip_firewall).then(|| {
+            scope.spawn(|| {
+                Firewall::new(Exec::Host)
+                    .apply_known(&spec, other_may_exist)
+                    .context("applying the firewall")
+            })
+        });
+        let kernel = converge(plan, &mut sock, &mut j, d, &obs, opts.root, &observe);
+        let firewall = match firewall.map(|t| t.join()) {
+            None => None,
+            Some(Ok(r)) => Some(r?),
+            Some(Err(_)) => anyhow::bail!("the firewall thread panicked"),
+        };
+        let (changes, done, failures, remaining) = kernel?;
+        if failures.is_empty() && remaining.is_empty() {
+            commit(&mut j, plan);
+            if !opts.skip_firewall {
+                j.firewalls = std::collections::BTreeSet::from([spec.driver.to_string()]);
+            }
+            let (bytes, hash) = encoded
+                .join()
+                .map_err(|_| anyhow::anyhow!("the plan encoding thread panicked"))??;
+            if j.plan_hash.as_deref() != Some(hash.as_str()) {
+                j.save_plan(opts.root, &bytes, &hash)?;
+            }
+            if loaded.as_ref() != Some(&j) {
+                j.save(opts.root)?;
+            }
+        }
+        Ok(Applied {
+            changes,
+            done,
+            failures,
+            firewall,
+            remaining,
+            elapsed: start.elapsed(),
+        })
+    })
+}
+
+type Converged = (Diff, usize, Vec<Failure>, Diff);
+
+/// The kernel part of apply: execute, observe again and diff, for up to `ROUNDS` rounds
+/// while only retryable errors occur. Returns (first diff, operations done, failures,
+/// what still differs).
+fn converge(
+    plan: &NodePlan,
+    sock: &mut NlSocket,
+    j: &mut Journal,
+    mut d: Diff,
+    obs: &crate::diff::Observed,
+    root: Option<&Path>,
+    observe: &dyn Fn(&mut NlSocket, &Journal) -> anyhow::Result<crate::diff::Observed>,
+) -> anyhow::Result<Converged> {
     let changes = d.clone();
     let mut done = 0;
     let mut failures = Vec::new();
@@ -122,55 +186,32 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
         if d.ops.is_empty() {
             break;
         }
-        record(&mut j, plan, &d, &obs, opts.root)?;
+        record(j, plan, &d, obs, root)?;
         // Links first: the rest of the diff needs their real indices.
         let stage = d.link_stage();
         if stage > 0 {
-            let r = execute::execute(&mut sock, &d, &d.ops[..stage])?;
+            let r = execute::execute(sock, &d, &d.ops[..stage])?;
             done += r.done;
             if !r.failures.is_empty() {
                 failures = r.failures;
                 break;
             }
-            d = diff(plan, &observe(&mut sock, &j)?);
+            d = diff(plan, &observe(sock, j)?);
             if !d.conflicts.is_empty() {
                 anyhow::bail!("{}", d.conflicts.join("; "));
             }
-            record(&mut j, plan, &d, &obs, opts.root)?;
+            record(j, plan, &d, obs, root)?;
         }
-        let r = execute::execute(&mut sock, &d, &d.ops)?;
+        let r = execute::execute(sock, &d, &d.ops)?;
         done += r.done;
         let retry = !r.failures.is_empty() && r.failures.iter().all(|f| f.retryable);
         failures = r.failures;
-        d = diff(plan, &observe(&mut sock, &j)?);
+        d = diff(plan, &observe(sock, j)?);
         if !retry {
             break;
         }
     }
-    let firewall = if opts.skip_firewall {
-        None
-    } else {
-        Some(
-            Firewall::new(Exec::Host)
-                .apply(&FirewallSpec::from(&plan.firewall))
-                .context("applying the firewall")?,
-        )
-    };
-    let remaining = d;
-    if failures.is_empty() && remaining.is_empty() {
-        commit(&mut j, plan);
-        if loaded.as_ref() != Some(&j) {
-            j.save(opts.root)?;
-        }
-    }
-    Ok(Applied {
-        changes,
-        done,
-        failures,
-        firewall,
-        remaining,
-        elapsed: start.elapsed(),
-    })
+    Ok((changes, done, failures, d))
 }
 
 /// Write-ahead: records what the next operations create or overwrite before they run.
@@ -224,7 +265,6 @@ fn commit(j: &mut Journal, plan: &NodePlan) {
     // Files that left the plan were removed; keep those that had a prior to restore.
     j.files
         .retain(|p, prior| planned.contains(p.as_str()) || prior.mode.is_some());
-    j.plan = Some(plan.clone());
 }
 
 /// What a teardown did.
@@ -244,12 +284,7 @@ pub struct TornDown {
 pub fn teardown(opts: Options<'_>) -> anyhow::Result<TornDown> {
     let _lock = journal::lock(opts.root)?;
     let j = Journal::load(opts.root)?.unwrap_or_else(Journal::new);
-    let protocol = j
-        .plan
-        .as_ref()
-        .map(|p| p.route_protocol)
-        .or_else(|| j.protocols.iter().next().copied())
-        .unwrap_or(ROUTE_PROTOCOL);
+    let protocol = j.protocols.iter().next().copied().unwrap_or(ROUTE_PROTOCOL);
     let nothing = empty_plan(protocol);
     let mut sock = NlSocket::new().context("opening a netlink socket")?;
     let scope = Scope {

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 /// The journal's directory, without a root.
 pub const DIR: &str = "/var/lib/podnet";
 const STATE: &str = "state.json";
+const PLAN: &str = "plan.json";
 const LOCK: &str = "lock";
 const VERSION: u32 = 1;
 
@@ -44,11 +45,17 @@ pub struct Journal {
     pub links: BTreeSet<String>,
     /// Files podnet wrote (as rooted paths), with what was there before.
     pub files: BTreeMap<String, PriorFile>,
+    /// The firewall drivers podnet has written here (`nftables`, `iptables`): an apply
+    /// looks for the other driver's leftovers only if it is listed (or there is no journal).
+    #[serde(default)]
+    pub firewalls: BTreeSet<String>,
     /// Sysctl values before podnet first changed them.
     pub sysctls: BTreeMap<String, String>,
-    /// The last plan applied and verified in full.
+    /// A hash of the last plan applied and verified in full, which is kept beside the
+    /// journal in `plan.json` (read by `status`; the journal itself stays small, so the
+    /// no-op apply does not parse a 20,000-route plan twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plan: Option<NodePlan>,
+    pub plan_hash: Option<String>,
 }
 
 /// The journal's directory under `root`.
@@ -118,15 +125,53 @@ impl Journal {
         write_atomic(&path, &text, 0o600).with_context(|| format!("writing {}", path.display()))
     }
 
-    /// Deletes the journal (after a teardown).
+    /// Deletes the journal and the last plan (after a teardown).
     pub fn remove(root: Option<&Path>) -> anyhow::Result<()> {
-        let path = dir(root).join(STATE);
-        match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e).with_context(|| format!("removing {}", path.display())),
+        for name in [PLAN, STATE] {
+            let path = dir(root).join(name);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records `plan` (already encoded, with its hash) as the last plan applied.
+    pub fn save_plan(
+        &mut self,
+        root: Option<&Path>,
+        encoded: &[u8],
+        hash: &str,
+    ) -> anyhow::Result<()> {
+        let path = dir(root).join(PLAN);
+        write_atomic(&path, encoded, 0o600)
+            .with_context(|| format!("writing {}", path.display()))?;
+        self.plan_hash = Some(hash.to_string());
+        Ok(())
+    }
+
+    /// The last plan applied in full, if any.
+    pub fn load_plan(root: Option<&Path>) -> anyhow::Result<Option<NodePlan>> {
+        let path = dir(root).join(PLAN);
+        match fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .with_context(|| format!("{} is not a podnet plan", path.display())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
+}
+
+/// A plan's JSON encoding and a hash of it (to tell whether the recorded plan changed).
+pub fn encode_plan(plan: &NodePlan) -> anyhow::Result<(Vec<u8>, String)> {
+    use std::hash::{Hash as _, Hasher as _};
+    let bytes = serde_json::to_vec(plan).context("encoding the plan")?;
+    let mut h = std::hash::DefaultHasher::new();
+    bytes.hash(&mut h);
+    Ok((bytes, format!("{:016x}", h.finish())))
 }
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, its mode,

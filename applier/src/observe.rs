@@ -72,43 +72,58 @@ pub fn observe(
             obs.addrs.push(a);
         }
     }
-    for &p in &obs.protocols {
-        for m in sock.dump(RTM_GETROUTE, &Route::dump_request(p))? {
-            if let Some(r) = Route::parse(&m, p) {
-                obs.routes.push(r);
-            }
-        }
-    }
-    match sock.dump(RTM_GETNEXTHOP, &Nexthop::dump_request()) {
-        Ok(msgs) => obs.nexthops = msgs.iter().filter_map(|m| Nexthop::parse(m)).collect(),
-        // Kernels before 5.3 have no nexthop objects.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => {
-            obs.style = RouteStyle::PlainGateways;
-        }
-        Err(e) => return Err(e),
-    }
+    // Routes, nexthops and the vxlan devices' tables are independent dumps: each gets its
+    // own socket and thread (threads share the namespace of the thread that spawns them).
     let vxlans: Vec<u32> = obs
         .links
         .iter()
         .filter(|l| obs.owned.contains(&l.index) && l.kind.as_deref() == Some("vxlan"))
         .map(|l| l.index)
         .collect();
-    for index in vxlans {
-        for m in sock.dump(RTM_GETNEIGH, &Neigh::dump_request(index))? {
-            if let Some(n) = Neigh::parse(&m)
-                && n.index == index
-            {
-                obs.neighs.push(n);
+    let protocols: Vec<u8> = obs.protocols.iter().copied().collect();
+    let (routes, nexthops, tables) = std::thread::scope(|scope| {
+        let routes = scope.spawn(|| -> io::Result<Vec<Route>> {
+            let mut sock = NlSocket::new()?;
+            let mut out = Vec::new();
+            for &p in &protocols {
+                for m in sock.dump(RTM_GETROUTE, &Route::dump_request(p))? {
+                    out.extend(Route::parse(&m, p));
+                }
             }
-        }
-        for m in sock.dump(RTM_GETNEIGH, &Fdb::dump_request(index))? {
-            if let Some(f) = Fdb::parse(&m)
-                && f.index == index
-            {
-                obs.fdb.push(f);
+            Ok(out)
+        });
+        let tables = scope.spawn(|| -> io::Result<(Vec<Neigh>, Vec<Fdb>)> {
+            let (mut neighs, mut fdb) = (Vec::new(), Vec::new());
+            if vxlans.is_empty() {
+                return Ok((neighs, fdb));
             }
-        }
+            let mut sock = NlSocket::new()?;
+            for &index in &vxlans {
+                for m in sock.dump(RTM_GETNEIGH, &Neigh::dump_request(index))? {
+                    neighs.extend(Neigh::parse(&m).filter(|n| n.index == index));
+                }
+                for m in sock.dump(RTM_GETNEIGH, &Fdb::dump_request(index))? {
+                    fdb.extend(Fdb::parse(&m).filter(|f| f.index == index));
+                }
+            }
+            Ok((neighs, fdb))
+        });
+        let nexthops = match sock.dump(RTM_GETNEXTHOP, &Nexthop::dump_request()) {
+            Ok(msgs) => Ok(Some(
+                msgs.iter().filter_map(|m| Nexthop::parse(m)).collect(),
+            )),
+            // Kernels before 5.3 have no nexthop objects.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => Ok(None),
+            Err(e) => Err(e),
+        };
+        (joined(routes.join()), nexthops, joined(tables.join()))
+    });
+    obs.routes = routes?;
+    match nexthops? {
+        Some(n) => obs.nexthops = n,
+        None => obs.style = RouteStyle::PlainGateways,
     }
+    (obs.neighs, obs.fdb) = tables?;
     if let Some(plan) = plan {
         for s in &plan.sysctls {
             obs.sysctls.insert(s.key.clone(), read_sysctl(&s.key)?);
@@ -122,6 +137,11 @@ pub fn observe(
     }
     obs.files = read_files(paths)?;
     Ok(obs)
+}
+
+/// A scoped thread's result, with a panic turned into an error.
+fn joined<T>(r: std::thread::Result<io::Result<T>>) -> io::Result<T> {
+    r.unwrap_or_else(|_| Err(io::Error::other("an observer thread panicked")))
 }
 
 fn read_files<'a>(

@@ -361,7 +361,10 @@ fn snapshot(n: &Node, macs: bool) -> Vec<String> {
         "sysctl ip_forward {}",
         n.ns.sh("sysctl", &["-n", "net.ipv4.ip_forward"]).trim()
     ));
-    out.push(format!("nft {}", n.ns.sh("nft", &["list", "ruleset"])));
+    out.push(format!(
+        "nft {}",
+        n.ns.sh("nft", &["-s", "list", "ruleset"])
+    ));
     out.sort();
     out
 }

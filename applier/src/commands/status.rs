@@ -17,7 +17,10 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     let root = args.root.as_deref();
     let j = Journal::load(root)?;
     let mut sock = NlSocket::new().context("opening a netlink socket")?;
-    let plan = j.as_ref().and_then(|j| j.plan.as_ref());
+    let last = Journal::load_plan(root)?;
+    let plan = last
+        .as_ref()
+        .filter(|_| j.as_ref().is_some_and(|j| j.plan_hash.is_some()));
     let protocol = plan.map_or(ROUTE_PROTOCOL, |p| p.route_protocol);
     let scope = Scope {
         journal: j.as_ref(),

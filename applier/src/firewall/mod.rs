@@ -355,6 +355,28 @@ impl Firewall {
         Ok(FirewallReport { applied, removed })
     }
 
+    /// Like [`Firewall::apply`], but looks for the other driver's state only when
+    /// `other_may_exist` (the journal knows which drivers podnet has written on a node, and
+    /// asking iptables costs several processes).
+    pub fn apply_known(
+        &self,
+        spec: &FirewallSpec,
+        other_may_exist: bool,
+    ) -> Result<FirewallReport, FirewallError> {
+        if other_may_exist {
+            return self.apply(spec);
+        }
+        spec.validate()?;
+        let applied = self.driver(spec.driver)?.apply(spec)?;
+        Ok(FirewallReport {
+            applied,
+            removed: RemoveReport {
+                driver: spec.driver.other(),
+                removed: Vec::new(),
+            },
+        })
+    }
+
     /// Teardown: removes both drivers' state, best effort; every failure is reported.
     pub fn remove(&self) -> Result<Vec<RemoveReport>, FirewallError> {
         let mut reports = Vec::new();
