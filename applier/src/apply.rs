@@ -92,7 +92,7 @@ pub fn live_diff(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Diff> {
 }
 
 /// Converges the node on `plan` (file paths already rooted). The firewall (child
-/// processes) and the encoding of the plan for the journal run on their own threads while
+/// processes) and the hashing of the plan for the journal run on their own threads while
 /// the kernel objects are observed, diffed and changed.
 pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
     let start = Instant::now();
@@ -124,7 +124,7 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
         j.save(opts.root)?; // write-ahead, like every other object podnet creates
     }
     std::thread::scope(|scope| {
-        let encoded = scope.spawn(|| journal::encode_plan(plan));
+        let hash = scope.spawn(|| journal::plan_hash(plan));
         let firewall = (!opts.skip_firewall).then(|| {
             scope.spawn(|| {
                 Firewall::new(Exec::Host)
@@ -144,10 +144,11 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
             if !opts.skip_firewall {
                 j.firewalls = std::collections::BTreeSet::from([spec.driver.to_string()]);
             }
-            let (bytes, hash) = encoded
+            let hash = hash
                 .join()
-                .map_err(|_| anyhow::anyhow!("the plan encoding thread panicked"))??;
+                .map_err(|_| anyhow::anyhow!("the plan hashing thread panicked"))?;
             if j.plan_hash.as_deref() != Some(hash.as_str()) {
+                let bytes = serde_json::to_vec(plan).context("encoding the plan")?;
                 j.save_plan(opts.root, &bytes, &hash)?;
             }
             if loaded.as_ref() != Some(&j) {

@@ -3,7 +3,7 @@
 //! onlink flag); an unchanged nexthop is never rewritten, a changed one gets a new id, and
 //! stale ones are deleted only after no route uses them. No IO here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -68,11 +68,11 @@ pub fn diff(
         .filter(|n| n.protocol == protocol)
         .collect();
     let mut assigned: HashMap<Key, u32> = HashMap::new();
-    let mut keep_nh: BTreeSet<u32> = BTreeSet::new();
+    let mut keep_nh: HashSet<u32> = HashSet::new();
 
     if style == RouteStyle::Nexthops {
         // Reuse an existing owned nexthop for each key (the lowest id if several match).
-        let mut by_key: BTreeMap<Key, u32> = BTreeMap::new();
+        let mut by_key: HashMap<Key, u32> = HashMap::new();
         for n in &owned_nh {
             let k = (n.gateway, n.ifindex, n.onlink);
             by_key
@@ -80,7 +80,7 @@ pub fn diff(
                 .and_modify(|id| *id = (*id).min(n.id))
                 .or_insert(n.id);
         }
-        let taken: BTreeSet<u32> = observed.nexthops.iter().map(|n| n.id).collect();
+        let taken: HashSet<u32> = observed.nexthops.iter().map(|n| n.id).collect();
         let (lo, hi) = id_range(protocol);
         let mut next = lo;
         for w in want {
@@ -112,7 +112,7 @@ pub fn diff(
     }
 
     let have: HashMap<Ipv4Net, &Route> = observed.routes.iter().map(|r| (r.dst, r)).collect();
-    let mut wanted: BTreeSet<Ipv4Net> = BTreeSet::new();
+    let mut wanted: HashSet<Ipv4Net> = HashSet::with_capacity(want.len());
     for w in want {
         wanted.insert(w.dst);
         let target = match style {

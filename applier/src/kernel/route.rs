@@ -4,13 +4,13 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use rtnetlink::packet_core::{Emitable, Parseable};
+use rtnetlink::packet_core::Emitable;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 
-use super::nl::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request};
+use super::nl::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Request, attrs};
 
 pub const RTM_NEWROUTE: u16 = 24;
 pub const RTM_DELROUTE: u16 = 25;
@@ -114,51 +114,61 @@ impl Route {
     }
 
     /// Parses a dumped route; `None` unless it is a main-table IPv4 unicast route of
-    /// `protocol` (the kernel filter is a hint, so filter again here).
+    /// `protocol` (the kernel filter is a hint, so filter again here). Decoded by hand:
+    /// a no-op apply parses every owned route, and the generic message type allocates a
+    /// vector of attributes per route.
     pub fn parse(payload: &[u8], protocol: u8) -> Option<Route> {
-        let m = RouteMessage::parse(payload).ok()?;
-        let h = &m.header;
-        let table = m
-            .attributes
-            .iter()
-            .find_map(|a| match a {
-                RouteAttribute::Table(t) => Some(*t),
-                _ => None,
-            })
-            .unwrap_or(u32::from(h.table));
-        if h.address_family != AddressFamily::Inet
-            || u8::from(h.protocol) != protocol
-            || table != u32::from(RouteHeader::RT_TABLE_MAIN)
-            || h.kind != RouteType::Unicast
-        {
+        // struct rtmsg { family, dst_len, src_len, tos, table, protocol, scope, type, flags }
+        let h = payload.get(..12)?;
+        let (family, dst_len, table8, proto, kind) = (h[0], h[1], h[4], h[5], h[7]);
+        let flags = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
+        const AF_INET: u8 = 2;
+        const RTN_UNICAST: u8 = 1;
+        if family != AF_INET || proto != protocol || kind != RTN_UNICAST {
             return None;
         }
         let (mut dst, mut nhid, mut via, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None, None);
-        for a in &m.attributes {
-            match a {
-                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
-                RouteAttribute::NhId(id) => nhid = Some(*id),
-                RouteAttribute::Gateway(RouteAddress::Inet(g)) => via = Some(*g),
-                RouteAttribute::Oif(i) => oif = Some(*i),
+        let mut table = u32::from(table8);
+        let u32_of = |v: &[u8]| {
+            v.get(..4)
+                .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+        };
+        let ip_of = |v: &[u8]| v.get(..4).map(|b| Ipv4Addr::new(b[0], b[1], b[2], b[3]));
+        for (k, v) in attrs(&payload[12..]) {
+            match k {
+                RTA_DST => dst = ip_of(v)?,
+                RTA_OIF => oif = u32_of(v),
+                RTA_GATEWAY => via = ip_of(v),
+                RTA_TABLE => table = u32_of(v)?,
+                RTA_NH_ID => nhid = u32_of(v),
                 _ => {}
             }
+        }
+        if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+            return None;
         }
         let target = match (nhid, via, oif) {
             (Some(id), _, _) => Target::Nexthop(id),
             (None, Some(via), Some(ifindex)) => Target::Gateway {
                 via,
                 ifindex,
-                onlink: h.flags.bits() & RTNH_F_ONLINK != 0,
+                onlink: flags & RTNH_F_ONLINK != 0,
             },
             _ => return None,
         };
         Some(Route {
-            dst: Ipv4Net::new(dst, h.destination_prefix_length).ok()?,
+            dst: Ipv4Net::new(dst, dst_len).ok()?,
             target,
             protocol,
         })
     }
 }
+
+const RTA_DST: u16 = 1;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const RTA_TABLE: u16 = 15;
+const RTA_NH_ID: u16 = 30;
 
 #[cfg(test)]
 mod tests {

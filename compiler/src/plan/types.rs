@@ -10,7 +10,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything one node's kernel state and files must be. Lists are in a deterministic order
 /// (peers in file order), so equal clusters give byte-identical plans.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodePlan {
     /// [`super::FORMAT_VERSION`].
@@ -32,7 +32,7 @@ pub struct NodePlan {
     pub files: Vec<File>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sysctl {
     /// Dotted form, e.g. `net.ipv4.ip_forward`.
@@ -40,14 +40,14 @@ pub struct Sysctl {
     pub value: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LinkKind {
     Bridge,
     Vxlan,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Link {
     pub name: String,
@@ -62,7 +62,7 @@ pub struct Link {
     pub vxlan: Option<VxlanAttrs>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VxlanAttrs {
     pub vni: u32,
@@ -75,7 +75,7 @@ pub struct VxlanAttrs {
     pub learning: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Address {
     pub dev: String,
@@ -83,7 +83,7 @@ pub struct Address {
     pub address: Ipv4Net,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Route {
     pub dst: Ipv4Net,
@@ -93,7 +93,7 @@ pub struct Route {
     pub onlink: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Neighbour {
     pub dev: String,
@@ -101,7 +101,7 @@ pub struct Neighbour {
     pub mac: Mac,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FdbEntry {
     pub dev: String,
@@ -110,7 +110,7 @@ pub struct FdbEntry {
     pub dst: Ipv4Addr,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FirewallDriver {
     Nftables,
@@ -119,7 +119,7 @@ pub enum FirewallDriver {
 
 /// The firewall state: with nftables, table `inet podnet`; with iptables, chains
 /// `PODNET-POSTRTG` (nat) and `PODNET-FWD` (filter), each jumped to once.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Firewall {
     pub driver: FirewallDriver,
@@ -130,7 +130,7 @@ pub struct Firewall {
 
 /// Masquerade traffic from `source` unless it goes to one of `not_destinations` or leaves
 /// through `not_out_interface`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MasqueradeRule {
     pub source: Ipv4Net,
@@ -138,7 +138,7 @@ pub struct MasqueradeRule {
     pub not_out_interface: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
     /// Absolute path (unless the plan was rebased under a root directory).
