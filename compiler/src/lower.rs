@@ -49,6 +49,29 @@ pub const BACKENDS: &[&str] = &["host-gw", "vxlan"];
 pub const MASQUERADE_MODES: &[&str] = &["off", "all", "outbound"];
 pub const FIREWALLS: &[&str] = &["nftables", "iptables"];
 
+/// Route protocol numbers that routing daemons and DHCP clients use (iproute2's
+/// `rt_protos`): podnet refuses them, since it owns every route of its protocol.
+pub const WELL_KNOWN_PROTOCOLS: &[(u8, &str)] = &[
+    (8, "gated"),
+    (9, "ra"),
+    (10, "mrt"),
+    (11, "zebra"),
+    (12, "bird"),
+    (13, "dnrouted"),
+    (14, "xorp"),
+    (15, "ntk"),
+    (16, "dhcp"),
+    (17, "mrouted"),
+    (18, "keepalived"),
+    (42, "babel"),
+    (99, "openr"),
+    (186, "bgp"),
+    (187, "isis"),
+    (188, "ospf"),
+    (189, "rip"),
+    (192, "eigrp"),
+];
+
 /// Default values (DESIGN.md): kept here so fmt, the schema and docs agree.
 pub mod defaults {
     pub const SUBNET_LEN: u8 = 24;
@@ -595,8 +618,22 @@ impl Lower<'_> {
         .unwrap_or(FirewallKind::Nftables);
         let forward_accept = opt!("forward-accept", |st| self.switch(st)).unwrap_or(true);
         let route_protocol = opt!("route-protocol", |st| self.one(st, "77").and_then(|a| {
-            self.int::<u8>(a, 5, 255, Code::RouteProtocolReserved, "route protocol")
-                .map(|v| Spanned::new(v, a.span))
+            let v = self.int::<u8>(a, 5, 255, Code::RouteProtocolReserved, "route protocol")?;
+            if let Some((_, owner)) = WELL_KNOWN_PROTOCOLS.iter().find(|(n, _)| *n == v) {
+                self.push(
+                    Diagnostic::error(
+                        Code::RouteProtocolReserved,
+                        format!("route protocol {v} is {owner}'s"),
+                    )
+                    .at(a.span, format!("used by {owner} (/etc/iproute2/rt_protos)"))
+                    .help(format!(
+                        "podnet deletes every route of its protocol that is not in the plan, so it \
+                         would delete {owner}'s routes; use a number no routing daemon uses, e.g. 77"
+                    )),
+                );
+                return None;
+            }
+            Some(Spanned::new(v, a.span))
         }))
         .unwrap_or(Spanned::new(defaults::ROUTE_PROTOCOL, at));
         let flannel_compat = opt!("flannel-compat", |st| self.switch(st)).unwrap_or(false);
