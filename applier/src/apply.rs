@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use podnet_compiler::lower::defaults::ROUTE_PROTOCOL;
 use podnet_compiler::plan::{Firewall as PlanFirewall, FirewallDriver, NodePlan};
 
-use crate::diff::{Diff, Op, diff};
+use crate::diff::{Diff, Observed, Op, diff};
 use crate::execute::{self, Failure};
 use crate::firewall::{Exec, Firewall, FirewallReport, FirewallSpec};
 use crate::journal::{self, Journal, PriorFile};
@@ -26,8 +26,6 @@ const ROUNDS: usize = 3;
 pub struct Options<'a> {
     /// Prefix of every file path and of the journal.
     pub root: Option<&'a Path>,
-    /// Take over links that have the plan's names but not podnet's marker.
-    pub adopt: bool,
     /// Leave the firewall alone (the library's callers that test kernel state only).
     pub skip_firewall: bool,
 }
@@ -83,7 +81,6 @@ pub fn live_diff(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Diff> {
         Some(plan),
         Scope {
             journal: j.as_ref(),
-            adopt: opts.adopt,
         },
         plan.route_protocol,
     )
@@ -104,10 +101,7 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
         observe::observe(
             sock,
             Some(plan),
-            Scope {
-                journal: Some(j),
-                adopt: opts.adopt,
-            },
+            Scope { journal: Some(j) },
             plan.route_protocol,
         )
         .context("reading kernel state")
@@ -120,8 +114,15 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
     let spec = FirewallSpec::from(&plan.firewall);
     let other_may_exist =
         loaded.is_none() || j.firewalls.contains(&spec.driver.other().to_string());
-    if !opts.skip_firewall && j.firewalls.insert(spec.driver.to_string()) {
-        j.save(opts.root)?; // write-ahead, like every other object podnet creates
+    // Write-ahead, like every object podnet creates: its node, protocol and firewall driver.
+    j.cluster.clone_from(&plan.cluster);
+    j.node.clone_from(&plan.node);
+    j.protocols.insert(plan.route_protocol);
+    if !opts.skip_firewall {
+        j.firewalls.insert(spec.driver.to_string());
+    }
+    if loaded.as_ref() != Some(&j) {
+        j.save(opts.root)?;
     }
     std::thread::scope(|scope| {
         let hash = scope.spawn(|| journal::plan_hash(plan));
@@ -132,7 +133,7 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
                     .context("applying the firewall")
             })
         });
-        let kernel = converge(plan, &mut sock, &mut j, d, &obs, opts.root, &observe);
+        let kernel = converge(plan, &mut sock, &mut j, d, obs, opts.root, &observe);
         let firewall = match firewall.map(|t| t.join()) {
             None => None,
             Some(Ok(r)) => Some(r?),
@@ -170,15 +171,15 @@ type Converged = (Diff, usize, Vec<Failure>, Diff);
 
 /// The kernel part of apply: execute, observe again and diff, for up to `ROUNDS` rounds
 /// while only retryable errors occur. Returns (first diff, operations done, failures,
-/// what still differs).
+/// what still differs, from a fresh observation).
 fn converge(
     plan: &NodePlan,
     sock: &mut NlSocket,
     j: &mut Journal,
     mut d: Diff,
-    obs: &crate::diff::Observed,
+    mut obs: Observed,
     root: Option<&Path>,
-    observe: &dyn Fn(&mut NlSocket, &Journal) -> anyhow::Result<crate::diff::Observed>,
+    observe: &dyn Fn(&mut NlSocket, &Journal) -> anyhow::Result<Observed>,
 ) -> anyhow::Result<Converged> {
     let changes = d.clone();
     let mut done = 0;
@@ -187,27 +188,31 @@ fn converge(
         if d.ops.is_empty() {
             break;
         }
-        record(j, plan, &d, obs, root)?;
         // Links first: the rest of the diff needs their real indices.
         let stage = d.link_stage();
         if stage > 0 {
+            record_links(j, &d, root)?;
+            record_priors(j, &d, &obs, root, false)?;
             let r = execute::execute(sock, &d, &d.ops[..stage])?;
             done += r.done;
+            obs = observe(sock, j)?;
+            forget_missing_links(j, &obs, root)?;
+            d = diff(plan, &obs);
             if !r.failures.is_empty() {
                 failures = r.failures;
                 break;
             }
-            d = diff(plan, &observe(sock, j)?);
             if !d.conflicts.is_empty() {
                 anyhow::bail!("{}", d.conflicts.join("; "));
             }
-            record(j, plan, &d, obs, root)?;
         }
+        record_priors(j, &d, &obs, root, true)?;
         let r = execute::execute(sock, &d, &d.ops)?;
         done += r.done;
         let retry = !r.failures.is_empty() && r.failures.iter().all(|f| f.retryable);
         failures = r.failures;
-        d = diff(plan, &observe(sock, j)?);
+        obs = observe(sock, j)?;
+        d = diff(plan, &obs);
         if !retry {
             break;
         }
@@ -215,44 +220,71 @@ fn converge(
     Ok((changes, done, failures, d))
 }
 
-/// Write-ahead: records what the next operations create or overwrite before they run.
-fn record(
+/// Write-ahead: names the links the link stage is about to create.
+fn record_links(j: &mut Journal, d: &Diff, root: Option<&Path>) -> anyhow::Result<()> {
+    let mut changed = false;
+    for op in &d.ops {
+        if let Op::LinkCreate { link, .. } = op {
+            changed |= j.links.insert(link.name.clone());
+        }
+    }
+    if changed {
+        j.save(root)?;
+    }
+    Ok(())
+}
+
+/// Drops journal names of links that do not exist (a create that failed or never ran), so
+/// a link someone else creates later under that name is never mistaken for podnet's.
+fn forget_missing_links(
     j: &mut Journal,
-    plan: &NodePlan,
-    d: &Diff,
-    obs: &crate::diff::Observed,
+    obs: &Observed,
     root: Option<&Path>,
 ) -> anyhow::Result<()> {
-    let before = j.clone();
-    j.cluster.clone_from(&plan.cluster);
-    j.node.clone_from(&plan.node);
-    j.protocols.insert(plan.route_protocol);
+    let before = j.links.len();
+    j.links
+        .retain(|name| obs.links.iter().any(|l| &l.name == name));
+    if j.links.len() != before {
+        j.save(root)?;
+    }
+    Ok(())
+}
+
+/// Write-ahead, right before the writes: the value each sysctl had and (with `files`) the
+/// content each file had before podnet first changed it (as observed just now).
+fn record_priors(
+    j: &mut Journal,
+    d: &Diff,
+    obs: &Observed,
+    root: Option<&Path>,
+    files: bool,
+) -> anyhow::Result<()> {
+    let mut changed = false;
     for op in &d.ops {
         match op {
-            Op::LinkCreate { link, .. } => {
-                j.links.insert(link.name.clone());
-            }
             Op::Sysctl {
                 key,
                 was: Some(was),
                 ..
-            } => {
-                j.sysctls.entry(key.clone()).or_insert_with(|| was.clone());
+            } if !j.sysctls.contains_key(key) => {
+                j.sysctls.insert(key.clone(), was.clone());
+                changed = true;
             }
-            Op::FileWrite(f) if !j.files.contains_key(&f.path) => {
+            Op::FileWrite(f) if files && !j.files.contains_key(&f.path) => {
                 let prior = match obs.files.get(&f.path) {
                     Some(Some(s)) => PriorFile {
                         mode: Some(s.mode),
-                        content: String::from_utf8(s.content.clone()).ok(),
+                        content: Some(s.content.clone()),
                     },
                     _ => PriorFile::default(),
                 };
                 j.files.insert(f.path.clone(), prior);
+                changed = true;
             }
             _ => {}
         }
     }
-    if *j != before {
+    if changed {
         j.save(root)?;
     }
     Ok(())
@@ -263,39 +295,39 @@ fn commit(j: &mut Journal, plan: &NodePlan) {
     j.protocols = BTreeSet::from([plan.route_protocol]);
     j.links = plan.links.iter().map(|l| l.name.clone()).collect();
     let planned: BTreeSet<&str> = plan.files.iter().map(|f| f.path.as_str()).collect();
-    // Files that left the plan were removed; keep those that had a prior to restore.
-    j.files
-        .retain(|p, prior| planned.contains(p.as_str()) || prior.mode.is_some());
+    // Files that left the plan have been restored or removed by now.
+    j.files.retain(|p, _| planned.contains(p.as_str()));
 }
 
 /// What a teardown did.
 #[derive(Debug)]
 pub struct TornDown {
+    /// Everything removed or restored (kernel objects, files, sysctls).
     pub changes: Diff,
     pub failures: Vec<Failure>,
-    pub restored_sysctls: Vec<String>,
-    pub restored_files: Vec<String>,
-    pub removed_files: Vec<String>,
     /// Owned objects still present afterwards (empty on success).
     pub remaining: Diff,
 }
 
-/// Removes every object podnet owns and every file it wrote, restores the journal's prior
-/// sysctl values and files, removes the firewall state, and finally the journal.
+/// Removes every object podnet owns and every file it wrote (writing back what a file was
+/// before podnet), restores the journal's prior sysctl values, removes the firewall state,
+/// and finally the journal.
 pub fn teardown(opts: Options<'_>) -> anyhow::Result<TornDown> {
     let _lock = journal::lock(opts.root)?;
     let j = Journal::load(opts.root)?.unwrap_or_else(Journal::new);
     let protocol = j.protocols.iter().next().copied().unwrap_or(ROUTE_PROTOCOL);
     let nothing = empty_plan(protocol);
     let mut sock = NlSocket::new().context("opening a netlink socket")?;
-    let scope = Scope {
-        journal: Some(&j),
-        adopt: false,
-    };
+    let scope = Scope { journal: Some(&j) };
     let obs = observe::observe(&mut sock, None, scope, protocol)?;
     let mut d = diff(&nothing, &obs);
-    // Files are restored below, not just removed.
-    d.ops.retain(|o| !matches!(o, Op::FileRemove(_)));
+    for (key, value) in &j.sysctls {
+        d.ops.push(Op::Sysctl {
+            key: key.clone(),
+            value: value.clone(),
+            was: None,
+        });
+    }
     let changes = d.clone();
     let r = execute::execute(&mut sock, &d, &d.ops)?;
     let mut failures = r.failures;
@@ -308,54 +340,16 @@ pub fn teardown(opts: Options<'_>) -> anyhow::Result<TornDown> {
             retryable: false,
         });
     }
-    let (mut restored_files, mut removed_files, mut restored_sysctls) =
-        (Vec::new(), Vec::new(), Vec::new());
-    for (path, prior) in &j.files {
-        let result = match (&prior.mode, &prior.content) {
-            (Some(mode), Some(content)) => {
-                restored_files.push(path.clone());
-                journal::write_atomic(Path::new(path), content.as_bytes(), *mode)
-            }
-            _ => {
-                removed_files.push(path.clone());
-                match std::fs::remove_file(path) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                    _ => Ok(()),
-                }
-            }
-        };
-        if let Err(e) = result {
-            failures.push(Failure {
-                op: format!("- file {path}"),
-                error: e.to_string(),
-                retryable: false,
-            });
-        }
-    }
-    for (key, value) in &j.sysctls {
-        match observe::write_sysctl(key, value) {
-            Ok(()) => restored_sysctls.push(format!("{key} = {value}")),
-            Err(e) => failures.push(Failure {
-                op: format!("~ sysctl {key} = {value}"),
-                error: e.to_string(),
-                retryable: false,
-            }),
-        }
-    }
-    let mut remaining = diff(
+    let remaining = diff(
         &nothing,
         &observe::observe(&mut sock, None, scope, protocol)?,
     );
-    remaining.ops.retain(|o| !matches!(o, Op::FileRemove(_)));
     if failures.is_empty() && remaining.is_empty() {
         Journal::remove(opts.root)?;
     }
     Ok(TornDown {
         changes,
         failures,
-        restored_sysctls,
-        restored_files,
-        removed_files,
         remaining,
     })
 }

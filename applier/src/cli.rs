@@ -119,9 +119,6 @@ pub struct ApplyArgs {
     /// Prefix every file path and the journal (/var/lib/podnet) with DIR.
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Take over existing links that have the plan's names but not podnet's marker.
-    #[arg(long)]
-    pub adopt: bool,
     /// Print every change (default: the first 50).
     #[arg(long, short)]
     pub verbose: bool,

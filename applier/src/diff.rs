@@ -49,6 +49,14 @@ pub struct Observed {
     pub routes: Vec<Route>,
     /// Every IPv4 nexthop object (owned ones carry a protocol in `protocols`).
     pub nexthops: Vec<Nexthop>,
+    /// Ids of every other nexthop object (IPv6, groups, blackholes): not podnet's, but taken.
+    pub other_nexthop_ids: Vec<u32>,
+    /// Destinations of main-table routes that are not podnet's and that a planned route
+    /// with the same destination would replace (TOS 0, metric 0).
+    pub foreign_routes: HashSet<ipnet::Ipv4Net>,
+    /// Whether the node has a journal (without one, routes of the plan's protocol are not
+    /// known to be podnet's).
+    pub journaled: bool,
     /// Whether the kernel has nexthop objects.
     pub style: RouteStyle,
     /// The route protocols podnet has used on this node (the plan's and the journal's).
@@ -61,6 +69,8 @@ pub struct Observed {
     pub sysctls: BTreeMap<String, Option<String>>,
     /// The planned files and the files the journal says podnet wrote (`None`: absent).
     pub files: BTreeMap<String, Option<FileState>>,
+    /// What the journaled files were before podnet first wrote them (`None`: absent).
+    pub file_priors: BTreeMap<String, Option<FileState>>,
 }
 
 impl Default for Observed {
@@ -71,12 +81,16 @@ impl Default for Observed {
             addrs: Vec::new(),
             routes: Vec::new(),
             nexthops: Vec::new(),
+            other_nexthop_ids: Vec::new(),
+            foreign_routes: HashSet::new(),
+            journaled: false,
             style: RouteStyle::Nexthops,
             protocols: BTreeSet::new(),
             neighs: Vec::new(),
             fdb: Vec::new(),
             sysctls: BTreeMap::new(),
             files: BTreeMap::new(),
+            file_priors: BTreeMap::new(),
         }
     }
 }
@@ -113,6 +127,11 @@ pub enum Op {
     FdbDelete(Fdb),
     Route(RouteOp),
     FileWrite(plan::File),
+    /// Write back what a file was before podnet first wrote it (it left the plan).
+    FileRestore {
+        path: String,
+        state: FileState,
+    },
     FileRemove(String),
 }
 
@@ -225,6 +244,20 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
             },
             None => None,
         };
+        if let Some(w) = &want.vxlan
+            && let Some(other) = obs.links.iter().find(|l| {
+                !obs.owned.contains(&l.index)
+                    && l.vxlan
+                        .as_ref()
+                        .is_some_and(|x| x.vni == w.vni && x.port == w.port)
+            })
+        {
+            d.conflicts.push(format!(
+                "vxlan {} (not podnet's) already uses VNI {} on UDP port {}: the kernel \
+                 refuses a second device for it; delete {} or choose another vni/port",
+                other.name, w.vni, w.port, other.name
+            ));
+        }
         let create = Op::LinkCreate {
             link: want.clone(),
             underlay,
@@ -236,8 +269,8 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
                 link_ops.push(create);
             }
             Some(have) if !obs.owned.contains(&have.index) => d.conflicts.push(format!(
-                "link {} exists and is not podnet's (its ifalias is not `{MARKER}`): delete it, \
-                 rename the link in the cluster file, or apply with --adopt",
+                "link {} exists and is not podnet's (its ifalias is not `{MARKER}`): delete it or \
+                 rename the link in the cluster file (`cni {{ bridge NAME }}`, vxlan `device`)",
                 want.name
             )),
             Some(have) => match recreate_reason(want, have, underlay) {
@@ -392,7 +425,18 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
 
     // Routes and nexthops.
     let mut want_routes = Vec::with_capacity(plan.routes.len());
+    let mut in_the_way = 0;
     for r in &plan.routes {
+        if obs.foreign_routes.contains(&r.dst) {
+            if in_the_way < 5 {
+                d.conflicts.push(format!(
+                    "a route to {} that is not podnet's exists in the main table (another \
+                     protocol); podnet would replace it: delete it or change the cluster file",
+                    r.dst
+                ));
+            }
+            in_the_way += 1;
+        }
         if let Some(ifindex) = idx(&mut d, &r.dev, &|| format!("route {}", r.dst)) {
             want_routes.push(WantRoute {
                 dst: r.dst,
@@ -404,6 +448,24 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
     }
     // Routes and nexthops on a link about to be recreated are deleted before it (the
     // recreated link's stage), so the route diff below sees them as gone.
+    if in_the_way > 5 {
+        d.conflicts.push(format!(
+            "… and {} more foreign routes in the way",
+            in_the_way - 5
+        ));
+    }
+    if !obs.journaled {
+        let p = plan.route_protocol;
+        let routes = obs.routes.iter().filter(|r| r.protocol == p).count();
+        let nexthops = obs.nexthops.iter().filter(|n| n.protocol == p).count();
+        if routes + nexthops > 0 {
+            d.conflicts.push(format!(
+                "{routes} route(s) and {nexthops} nexthop(s) of protocol {p} exist but podnet has \
+                 no journal here, so they may be another tool's: choose another route-protocol, \
+                 or run `podnet teardown` to delete every route of protocol {p}"
+            ));
+        }
+    }
     let gone_nh: BTreeSet<u32> = obs
         .nexthops
         .iter()
@@ -452,11 +514,12 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
             .filter(|n| !gone_nh.contains(&n.id))
             .cloned()
             .collect(),
+        other_ids: obs.other_nexthop_ids.clone(),
     };
     let route_ops = diff_routes::diff(&want_routes, &current, plan.route_protocol, obs.style);
     let (creates, deletes): (Vec<RouteOp>, Vec<RouteOp>) = route_ops
         .into_iter()
-        .partition(|o| matches!(o, RouteOp::NexthopReplace(_) | RouteOp::RouteReplace(_)));
+        .partition(|o| matches!(o, RouteOp::NexthopAdd(_) | RouteOp::RouteReplace(_)));
     d.ops.extend(creates.into_iter().map(Op::Route));
     // Routes of protocols podnet used before go too, before their nexthops.
     let old = |p: u8| p != plan.route_protocol && obs.protocols.contains(&p);
@@ -514,9 +577,19 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
             d.ops.push(Op::FileWrite(f.clone()));
         }
     }
+    // A journaled file that left the plan goes back to what it was before podnet.
     for (path, state) in &obs.files {
-        if state.is_some() && !planned_files.contains(path.as_str()) {
-            d.ops.push(Op::FileRemove(path.clone()));
+        if planned_files.contains(path.as_str()) {
+            continue;
+        }
+        match obs.file_priors.get(path) {
+            Some(Some(prior)) if state.as_ref() != Some(prior) => d.ops.push(Op::FileRestore {
+                path: path.clone(),
+                state: prior.clone(),
+            }),
+            Some(Some(_)) => {}
+            _ if state.is_some() => d.ops.push(Op::FileRemove(path.clone())),
+            _ => {}
         }
     }
     d
@@ -679,7 +752,7 @@ impl Diff {
                 opt(f.dst),
                 self.name(f.index)
             ),
-            Op::Route(RouteOp::NexthopReplace(n)) => format!(
+            Op::Route(RouteOp::NexthopAdd(n)) => format!(
                 "+ nexthop id {} via {} dev {}{}",
                 n.id,
                 n.gateway,
@@ -708,6 +781,11 @@ impl Diff {
                 f.path,
                 f.mode,
                 f.content.len()
+            ),
+            Op::FileRestore { path, state } => format!(
+                "~ file {path} (restored as before podnet: mode {:04o}, {} bytes)",
+                state.mode,
+                state.content.len()
             ),
             Op::FileRemove(p) => format!("- file {p}"),
         }

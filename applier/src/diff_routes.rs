@@ -27,12 +27,15 @@ pub struct Observed {
     pub routes: Vec<Route>,
     /// Every IPv4 nexthop object (owned ones carry podnet's protocol).
     pub nexthops: Vec<Nexthop>,
+    /// Ids of every other nexthop object (IPv6, groups, blackholes…): taken, too.
+    pub other_ids: Vec<u32>,
 }
 
 /// One kernel change, in execution order.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouteOp {
-    NexthopReplace(Nexthop),
+    /// Create a nexthop under a free id (create-exclusive: never overwrites).
+    NexthopAdd(Nexthop),
     RouteReplace(Route),
     RouteDelete(Route),
     NexthopDelete(u32),
@@ -80,7 +83,12 @@ pub fn diff(
                 .and_modify(|id| *id = (*id).min(n.id))
                 .or_insert(n.id);
         }
-        let taken: HashSet<u32> = observed.nexthops.iter().map(|n| n.id).collect();
+        let taken: HashSet<u32> = observed
+            .nexthops
+            .iter()
+            .map(|n| n.id)
+            .chain(observed.other_ids.iter().copied())
+            .collect();
         let (lo, hi) = id_range(protocol);
         let mut next = lo;
         for w in want {
@@ -96,7 +104,7 @@ pub fn diff(
                     }
                     let id = next;
                     next += 1;
-                    ops.push(RouteOp::NexthopReplace(Nexthop {
+                    ops.push(RouteOp::NexthopAdd(Nexthop {
                         id,
                         gateway: w.via,
                         ifindex: w.ifindex,
@@ -170,7 +178,7 @@ mod tests {
     fn apply(mut o: Observed, ops: &[RouteOp]) -> Observed {
         for op in ops {
             match op {
-                RouteOp::NexthopReplace(n) => {
+                RouteOp::NexthopAdd(n) => {
                     o.nexthops.retain(|x| x.id != n.id);
                     o.nexthops.push(n.clone());
                 }
@@ -196,7 +204,7 @@ mod tests {
         let w = vec![want(1, 21), want(2, 22)];
         let ops = diff(&w, &Observed::default(), P, RouteStyle::Nexthops);
         assert_eq!(ops.len(), 4);
-        assert!(matches!(ops[0], RouteOp::NexthopReplace(ref n) if n.id == id_range(P).0));
+        assert!(matches!(ops[0], RouteOp::NexthopAdd(ref n) if n.id == id_range(P).0));
         let o = apply(Observed::default(), &ops);
         assert_eq!(
             diff(&w, &o, P, RouteStyle::Nexthops),
@@ -217,7 +225,7 @@ mod tests {
         let kinds: Vec<_> = ops
             .iter()
             .map(|o| match o {
-                RouteOp::NexthopReplace(_) => "nh+",
+                RouteOp::NexthopAdd(_) => "nh+",
                 RouteOp::RouteReplace(_) => "rt~",
                 RouteOp::RouteDelete(_) => "rt-",
                 RouteOp::NexthopDelete(_) => "nh-",
@@ -245,13 +253,13 @@ mod tests {
         let start = Observed {
             routes: vec![],
             nexthops: vec![foreign.clone()],
+            other_ids: vec![id_range(P).0 + 1],
         };
         let w = vec![want(1, 21), want(2, 22)];
         let ops = diff(&w, &start, P, RouteStyle::Nexthops);
-        assert!(
-            ops.iter()
-                .all(|o| !matches!(o, RouteOp::NexthopReplace(n) if n.id == foreign.id))
-        );
+        assert!(ops.iter().all(
+            |o| !matches!(o, RouteOp::NexthopAdd(n) if n.id == foreign.id || n.id == foreign.id + 1)
+        ));
         let o = apply(start, &ops);
         let ops = diff(&w[..1], &o, P, RouteStyle::Nexthops);
         assert!(
@@ -290,7 +298,7 @@ mod tests {
         let ops = diff(&w, &Observed::default(), P, RouteStyle::Nexthops);
         assert_eq!(
             ops.iter()
-                .filter(|o| matches!(o, RouteOp::NexthopReplace(_)))
+                .filter(|o| matches!(o, RouteOp::NexthopAdd(_)))
                 .count(),
             1
         );

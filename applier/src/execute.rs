@@ -36,17 +36,17 @@ fn errno_text(e: i32) -> String {
     std::io::Error::from_raw_os_error(e).to_string()
 }
 
-fn retryable(e: i32) -> bool {
+fn retryable(op: &Op, e: i32) -> bool {
     matches!(
         e,
         libc::ENOBUFS | libc::EBUSY | libc::EAGAIN | libc::EINTR | libc::ENOMEM
-    )
+    ) || (e == libc::EEXIST && matches!(op, Op::Route(RouteOp::NexthopAdd(_))))
+    // (a nexthop id taken since the observation: the next round picks another)
 }
 
 /// Errnos that mean the operation's effect is already there.
 fn benign(op: &Op, e: i32) -> bool {
     match op {
-        Op::LinkCreate { .. } => e == libc::EEXIST,
         Op::LinkDelete { .. }
         | Op::AddrDelete(_)
         | Op::NeighDelete(_)
@@ -59,36 +59,38 @@ fn benign(op: &Op, e: i32) -> bool {
     }
 }
 
+/// The request that marks a link podnet just created (and sets it up): the kernel ignores
+/// IFLA_IFALIAS on creation. Sent only after the create succeeded, so a link of that name
+/// made by someone else in the meantime is never marked.
+fn mark(l: &podnet_compiler::plan::Link) -> Request {
+    link::change(
+        &LinkRef::Name(l.name.clone()),
+        &LinkChange {
+            alias: Some(MARKER.to_string()),
+            up: Some(l.up),
+            ..LinkChange::default()
+        },
+    )
+}
+
 /// The netlink requests of one kernel operation (none for sysctls and files).
 pub fn requests(op: &Op) -> Vec<Request> {
     match op {
-        Op::LinkCreate { link: l, underlay } => {
-            let create = match (l.kind, &l.vxlan) {
-                (LinkKind::Vxlan, Some(v)) => link::create_vxlan(
-                    &l.name,
-                    l.mtu,
-                    l.mac.map_or([0; 6], |m| m.0),
-                    &Vxlan {
-                        vni: v.vni,
-                        port: v.port,
-                        local: Some(v.local),
-                        link: *underlay,
-                        learning: v.learning,
-                    },
-                ),
-                _ => link::create_bridge(&l.name, l.mtu),
-            };
-            // The kernel ignores IFLA_IFALIAS on creation: mark the link in a second request.
-            let mark = link::change(
-                &LinkRef::Name(l.name.clone()),
-                &LinkChange {
-                    alias: Some(MARKER.to_string()),
-                    up: Some(l.up),
-                    ..LinkChange::default()
+        Op::LinkCreate { link: l, underlay } => vec![match (l.kind, &l.vxlan) {
+            (LinkKind::Vxlan, Some(v)) => link::create_vxlan(
+                &l.name,
+                l.mtu,
+                l.mac.map_or([0; 6], |m| m.0),
+                &Vxlan {
+                    vni: v.vni,
+                    port: v.port,
+                    local: Some(v.local),
+                    link: *underlay,
+                    learning: v.learning,
                 },
-            );
-            vec![create, mark]
-        }
+            ),
+            _ => link::create_bridge(&l.name, l.mtu),
+        }],
         Op::LinkChange { index, change, .. } => vec![link::change(&LinkRef::Index(*index), change)],
         Op::LinkDelete { index, .. } => vec![link::delete(*index)],
         Op::AddrReplace(a) => vec![a.replace()],
@@ -97,11 +99,13 @@ pub fn requests(op: &Op) -> Vec<Request> {
         Op::NeighDelete(n) => vec![n.delete()],
         Op::FdbReplace(f) => vec![f.replace()],
         Op::FdbDelete(f) => vec![f.delete()],
-        Op::Route(RouteOp::NexthopReplace(n)) => vec![n.replace()],
+        Op::Route(RouteOp::NexthopAdd(n)) => vec![n.add()],
         Op::Route(RouteOp::NexthopDelete(id)) => vec![Nexthop::delete(*id)],
         Op::Route(RouteOp::RouteReplace(r)) => vec![r.replace()],
         Op::Route(RouteOp::RouteDelete(r)) => vec![r.delete()],
-        Op::Sysctl { .. } | Op::FileWrite(_) | Op::FileRemove(_) => Vec::new(),
+        Op::Sysctl { .. } | Op::FileWrite(_) | Op::FileRestore { .. } | Op::FileRemove(_) => {
+            Vec::new()
+        }
     }
 }
 
@@ -142,7 +146,23 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
             && !failed_op[i]
         {
             failed_op[i] = true;
-            fail(&mut report, &ops[i], errno_text(e), retryable(e));
+            fail(&mut report, &ops[i], errno_text(e), retryable(&ops[i], e));
+        }
+    }
+    let created: Vec<usize> = (0..ops.len())
+        .filter(|&i| matches!(ops[i], Op::LinkCreate { .. }) && !failed_op[i])
+        .collect();
+    let marks: Vec<Request> = created
+        .iter()
+        .filter_map(|&i| match &ops[i] {
+            Op::LinkCreate { link, .. } => Some(mark(link)),
+            _ => None,
+        })
+        .collect();
+    for (&i, outcome) in created.iter().zip(sock.execute(&marks)?) {
+        if let Err(e) = outcome {
+            failed_op[i] = true;
+            fail(&mut report, &ops[i], errno_text(e), false);
         }
     }
     report.done += kernel_ops
@@ -153,6 +173,9 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
     for op in ops {
         let result = match op {
             Op::FileWrite(f) => write_atomic(Path::new(&f.path), f.content.as_bytes(), f.mode),
+            Op::FileRestore { path, state } => {
+                write_atomic(Path::new(path), &state.content, state.mode)
+            }
             Op::FileRemove(p) => match std::fs::remove_file(p) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
                 _ => Ok(()),

@@ -28,7 +28,8 @@ pub struct PriorFile {
     /// `None`: the file did not exist (teardown removes it); otherwise its mode and content
     /// (teardown writes them back).
     pub mode: Option<u32>,
-    pub content: Option<String>,
+    /// The bytes (any content, not only UTF-8).
+    pub content: Option<Vec<u8>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

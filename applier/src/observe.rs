@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 
+use ipnet::Ipv4Net;
 use podnet_compiler::plan::NodePlan;
 
 use crate::diff::{FileState, Observed};
@@ -16,14 +17,12 @@ use crate::kernel::link::{Link, MARKER, RTM_GETLINK};
 use crate::kernel::neigh::{Fdb, Neigh, RTM_GETNEIGH};
 use crate::kernel::nexthop::{Nexthop, RTM_GETNEXTHOP};
 use crate::kernel::nl::NlSocket;
-use crate::kernel::route::{RTM_GETROUTE, Route};
+use crate::kernel::route::{Dumped, RTM_GETROUTE, Route};
 
 /// What to look at besides the plan.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Scope<'a> {
     pub journal: Option<&'a Journal>,
-    /// Treat links with the plan's names as podnet's even without the marker.
-    pub adopt: bool,
 }
 
 /// The route protocols to look for: the plan's and every one the journal recorded.
@@ -50,15 +49,14 @@ pub fn observe(
     if obs.protocols.is_empty() {
         obs.protocols.insert(default_protocol);
     }
-    let planned_links: BTreeSet<&str> = plan
-        .map(|p| p.links.iter().map(|l| l.name.as_str()).collect())
-        .unwrap_or_default();
+    obs.journaled = scope.journal.is_some();
     for m in sock.dump(RTM_GETLINK, &Link::dump_request())? {
         if let Some(l) = Link::parse(&m) {
             let unmarked = l.alias.as_deref().is_none_or(str::is_empty);
+            // A journal-listed link without any alias is one podnet created but was
+            // stopped before marking (the journal is written before the create).
             let owned = l.alias.as_deref() == Some(MARKER)
-                || (unmarked && scope.journal.is_some_and(|j| j.links.contains(&l.name)))
-                || (scope.adopt && planned_links.contains(l.name.as_str()));
+                || (unmarked && scope.journal.is_some_and(|j| j.links.contains(&l.name)));
             if owned {
                 obs.owned.insert(l.index);
             }
@@ -80,17 +78,24 @@ pub fn observe(
         .filter(|l| obs.owned.contains(&l.index) && l.kind.as_deref() == Some("vxlan"))
         .map(|l| l.index)
         .collect();
-    let protocols: Vec<u8> = obs.protocols.iter().copied().collect();
+    let protocols = obs.protocols.clone();
     let (routes, nexthops, tables) = std::thread::scope(|scope| {
-        let routes = scope.spawn(|| -> io::Result<Vec<Route>> {
+        let routes = scope.spawn(|| -> io::Result<(Vec<Route>, Vec<Ipv4Net>)> {
+            // One dump of the whole main table: podnet's routes, and the foreign ones a
+            // planned route would replace (same destination, TOS 0, metric 0).
             let mut sock = NlSocket::new()?;
-            let mut out = Vec::new();
-            for &p in &protocols {
-                for m in sock.dump(RTM_GETROUTE, &Route::dump_request(p))? {
-                    out.extend(Route::parse(&m, p));
+            let (mut ours, mut foreign) = (Vec::new(), Vec::new());
+            for m in sock.dump(RTM_GETROUTE, &Route::dump_request(0))? {
+                let Some(r) = Dumped::parse(&m) else { continue };
+                match r.route {
+                    Some(route) if protocols.contains(&r.protocol) => ours.push(route),
+                    _ if r.tos == 0 && r.metric == 0 && !protocols.contains(&r.protocol) => {
+                        foreign.push(r.dst);
+                    }
+                    _ => {}
                 }
             }
-            Ok(out)
+            Ok((ours, foreign))
         });
         let tables = scope.spawn(|| -> io::Result<(Vec<Neigh>, Vec<Fdb>)> {
             let (mut neighs, mut fdb) = (Vec::new(), Vec::new());
@@ -109,18 +114,27 @@ pub fn observe(
             Ok((neighs, fdb))
         });
         let nexthops = match sock.dump(RTM_GETNEXTHOP, &Nexthop::dump_request()) {
-            Ok(msgs) => Ok(Some(
-                msgs.iter().filter_map(|m| Nexthop::parse(m)).collect(),
-            )),
+            Ok(msgs) => {
+                let (mut ours, mut others) = (Vec::new(), Vec::new());
+                for m in &msgs {
+                    match Nexthop::parse(m) {
+                        Some(n) => ours.push(n),
+                        None => others.extend(Nexthop::parse_id(m)),
+                    }
+                }
+                Ok(Some((ours, others)))
+            }
             // Kernels before 5.3 have no nexthop objects.
             Err(e) if matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP | libc::EINVAL)) => Ok(None),
             Err(e) => Err(e),
         };
         (joined(routes.join()), nexthops, joined(tables.join()))
     });
-    obs.routes = routes?;
+    let (routes, foreign) = routes?;
+    obs.routes = routes;
+    obs.foreign_routes = foreign.into_iter().collect();
     match nexthops? {
-        Some(n) => obs.nexthops = n,
+        Some((ours, others)) => (obs.nexthops, obs.other_nexthop_ids) = (ours, others),
         None => obs.style = RouteStyle::PlainGateways,
     }
     (obs.neighs, obs.fdb) = tables?;
@@ -136,6 +150,18 @@ pub fn observe(
         paths.extend(j.files.keys().map(String::as_str));
     }
     obs.files = read_files(paths)?;
+    if let Some(j) = scope.journal {
+        for (path, prior) in &j.files {
+            let state = match (prior.mode, &prior.content) {
+                (Some(mode), Some(content)) => Some(FileState {
+                    mode,
+                    content: content.clone(),
+                }),
+                _ => None,
+            };
+            obs.file_priors.insert(path.clone(), state);
+        }
+    }
     Ok(obs)
 }
 

@@ -800,3 +800,101 @@ fn a_plan_json_applies_and_bad_input_changes_nothing() {
         "a refused input changed the node"
     );
 }
+
+#[test]
+fn foreign_objects_in_the_way_stop_the_apply_and_foreign_nexthop_ids_are_avoided() {
+    let dir = tempfile::tempdir().expect("dir");
+    let vx = CLUSTER.replace("backend host-gw", "backend vxlan");
+    let v1 = write(dir.path(), "v1.podnet", &vx);
+    let v7 = write(
+        dir.path(),
+        "v7.podnet",
+        &vx.replace("backend vxlan", "backend vxlan { vni 7 }"),
+    );
+    let (v1, v7) = (v1.to_str().expect("utf-8"), v7.to_str().expect("utf-8"));
+
+    // A foreign vxlan on the VNI and port a changed plan wants: refused, flannel.1 kept.
+    let n = Node::new("iw", "192.168.56.11/24");
+    n.ok(&["apply", v1]);
+    n.ns.ip(&[
+        "link", "add", "vxfor", "type", "vxlan", "id", "7", "dstport", "8472", "dev", "eth0",
+    ]);
+    let before = snapshot(&n, true);
+    let out = n.podnet(&["apply", v7]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("vxfor (not podnet's) already uses VNI 7"),
+        "{err}"
+    );
+    assert!(
+        before == snapshot(&n, true),
+        "a refused apply changed the node"
+    );
+
+    // A foreign route to a planned destination: refused, the route stays as it was.
+    let m = Node::new("iw2", "192.168.56.11/24");
+    m.ns.ip(&[
+        "route",
+        "add",
+        "10.244.2.0/24",
+        "via",
+        "192.168.56.99",
+        "proto",
+        "static",
+    ]);
+    let before = snapshot(&m, true);
+    let out = m.podnet(&["apply", v1]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("route to 10.244.2.0/24 that is not podnet's"),
+        "{err}"
+    );
+    assert!(
+        before == snapshot(&m, true),
+        "a refused apply changed the node"
+    );
+
+    // Nexthop ids in podnet's range taken by objects of other kinds (a device-only IPv4
+    // nexthop with a route on it, an IPv6 nexthop): podnet picks other ids and never
+    // touches them, also not in teardown.
+    let k = Node::new("iw3", "192.168.56.11/24");
+    let base = podnet::diff_routes::id_range(77).0;
+    let (id0, id1) = (base.to_string(), (base + 1).to_string());
+    k.ns.ip(&[
+        "nexthop", "add", "id", &id0, "dev", "eth0", "proto", "static",
+    ]);
+    k.ns.ip(&[
+        "route",
+        "add",
+        "198.51.100.0/24",
+        "nhid",
+        &id0,
+        "proto",
+        "static",
+    ]);
+    k.ns.ip(&[
+        "-6", "nexthop", "add", "id", &id1, "dev", "eth0", "proto", "static",
+    ]);
+    let prior = snapshot(&k, true);
+    let foreign: Vec<&String> = prior
+        .iter()
+        .filter(|l| {
+            l.contains("198.51.100.0") || (l.starts_with("nexthop") && l.contains("static"))
+        })
+        .collect();
+    assert_eq!(foreign.len(), 3, "{foreign:#?}");
+    k.ok(&["apply", v1]);
+    let applied = snapshot(&k, true);
+    for l in &foreign {
+        assert!(applied.contains(l), "apply touched {l}");
+    }
+    k.ok(&["teardown"]);
+    let after = snapshot(&k, true);
+    assert!(
+        prior == after,
+        "teardown did not restore:\n{}",
+        delta(&prior, &after)
+    );
+}

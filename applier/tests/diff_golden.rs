@@ -64,6 +64,7 @@ fn machine() -> Observed {
         });
     }
     o.protocols.insert(77);
+    o.journaled = true;
     o.sysctls
         .insert("net.ipv4.ip_forward".to_string(), Some("0".to_string()));
     o
@@ -158,7 +159,7 @@ fn sim(mut o: Observed, ops: &[Op]) -> Observed {
                 o.fdb.push(f.clone());
             }
             Op::FdbDelete(f) => o.fdb.retain(|x| x != f),
-            Op::Route(RouteOp::NexthopReplace(n)) => {
+            Op::Route(RouteOp::NexthopAdd(n)) => {
                 assert!(
                     n.ifindex < podnet::diff::PLACEHOLDER,
                     "placeholder executed"
@@ -187,6 +188,9 @@ fn sim(mut o: Observed, ops: &[Op]) -> Observed {
                         content: f.content.as_bytes().to_vec(),
                     }),
                 );
+            }
+            Op::FileRestore { path, state } => {
+                o.files.insert(path.clone(), Some(state.clone()));
             }
             Op::FileRemove(p) => {
                 o.files.insert(p.clone(), None);
@@ -489,4 +493,64 @@ fn old_protocol_and_plain_gateways() {
     plain.style = RouteStyle::PlainGateways;
     golden("plain-gateways", &p, &plain);
     converge(&p, plain);
+}
+
+#[test]
+fn foreign_objects_in_the_way_are_conflicts() {
+    let p = plan_of(&vxlan(HOSTGW), "n1");
+    // A foreign route to a planned destination, a foreign vxlan on the planned VNI and port,
+    // nexthop ids podnet would pick taken by objects it cannot parse (IPv6, groups).
+    let mut o = machine();
+    o.foreign_routes
+        .insert("10.244.2.0/24".parse().expect("net"));
+    o.links.push(Link {
+        index: 7,
+        name: "vx-other".into(),
+        kind: Some("vxlan".into()),
+        mtu: 1450,
+        mac: None,
+        up: true,
+        alias: None,
+        master: None,
+        vxlan: Some(Vxlan {
+            vni: 1,
+            port: 8472,
+            local: None,
+            link: None,
+            learning: true,
+        }),
+    });
+    golden("foreign-in-the-way", &p, &o);
+    let mut ids = machine();
+    let base = podnet::diff_routes::id_range(77).0;
+    ids.other_nexthop_ids = vec![base, base + 1];
+    let d = diff(&p, &ids);
+    assert!(d.conflicts.is_empty());
+    let converged = converge(&p, ids);
+    assert!(converged.nexthops.iter().all(|n| n.id > base + 1));
+    // Routes of podnet's protocol on a node without a journal may be another tool's.
+    let mut unjournaled = converge(&p, machine());
+    unjournaled.journaled = false;
+    let d = diff(&p, &unjournaled);
+    assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
+    assert!(d.conflicts[0].contains("no journal"), "{:?}", d.conflicts);
+}
+
+#[test]
+fn a_file_leaving_the_plan_gets_its_prior_content_back() {
+    let p = plan_of(HOSTGW, "n1");
+    let conflist = p.files[0].path.clone();
+    let mut o = machine();
+    let prior = FileState {
+        mode: 0o600,
+        content: b"operator's own \xe9 conflist".to_vec(),
+    };
+    o.files.insert(conflist.clone(), Some(prior.clone()));
+    let mut o = converge(&p, o);
+    o.file_priors.insert(conflist.clone(), Some(prior.clone()));
+    let mut moved = p.clone();
+    moved.files[0].path = "/etc/cni/net.d/20-other.conflist".into();
+    golden("file-leaves-plan", &moved, &o);
+    let o = converge(&moved, o);
+    assert_eq!(o.files.get(&conflist), Some(&Some(prior)));
 }

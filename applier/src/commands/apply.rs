@@ -33,7 +33,6 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     };
     let opts = Options {
         root: args.root.as_deref(),
-        adopt: args.adopt,
         skip_firewall: false,
     };
     let a = apply(&plan, opts)?;

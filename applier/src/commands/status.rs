@@ -24,7 +24,6 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     let protocol = plan.map_or(ROUTE_PROTOCOL, |p| p.route_protocol);
     let scope = Scope {
         journal: j.as_ref(),
-        adopt: false,
     };
     let obs = observe(&mut sock, plan, scope, protocol).context("reading kernel state")?;
     let mut out = std::io::stdout().lock();

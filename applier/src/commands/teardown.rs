@@ -14,15 +14,6 @@ pub fn run(args: &TeardownArgs) -> anyhow::Result<i32> {
     })?;
     let mut out = std::io::stdout().lock();
     super::apply::print_changes(&mut out, &t.changes, false)?;
-    for f in &t.removed_files {
-        writeln!(out, "- file {f}")?;
-    }
-    for f in &t.restored_files {
-        writeln!(out, "~ file {f} (restored)")?;
-    }
-    for s in &t.restored_sysctls {
-        writeln!(out, "~ sysctl {s} (restored)")?;
-    }
     for f in &t.failures {
         writeln!(out, "failed: {}: {}", f.op, f.error)?;
     }
@@ -34,7 +25,7 @@ pub fn run(args: &TeardownArgs) -> anyhow::Result<i32> {
     writeln!(
         out,
         "removed {} object(s); podnet owns nothing on this node",
-        t.changes.ops.len() + t.removed_files.len()
+        t.changes.ops.len()
     )?;
     Ok(0)
 }

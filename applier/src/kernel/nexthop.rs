@@ -48,6 +48,14 @@ impl Nexthop {
         }
     }
 
+    /// Create only (`NLM_F_CREATE | NLM_F_EXCL`): EEXIST when the id is taken, so a new
+    /// nexthop can never overwrite one that podnet did not see.
+    pub fn add(&self) -> Request {
+        let mut r = self.replace();
+        r.flags = super::nl::NLM_F_CREATE | super::nl::NLM_F_EXCL;
+        r
+    }
+
     /// Delete by id.
     pub fn delete(id: u32) -> Request {
         let mut p = vec![AF_INET, 0, 0, 0, 0, 0, 0, 0];
@@ -59,9 +67,18 @@ impl Nexthop {
         }
     }
 
-    /// The dump request payload for IPv4 nexthops.
+    /// The dump request payload for nexthops of every family and kind (podnet's are IPv4
+    /// gateways; the others matter because their ids are taken).
     pub fn dump_request() -> Vec<u8> {
-        vec![AF_INET, 0, 0, 0, 0, 0, 0, 0]
+        vec![0, 0, 0, 0, 0, 0, 0, 0]
+    }
+
+    /// The id of any dumped nexthop (IPv6, groups, blackholes included).
+    pub fn parse_id(payload: &[u8]) -> Option<u32> {
+        attrs(payload.get(8..)?).find_map(|(k, v)| match (k, v.len()) {
+            (NHA_ID, 4) => Some(u32::from_ne_bytes([v[0], v[1], v[2], v[3]])),
+            _ => None,
+        })
     }
 
     /// Parses a dumped nexthop; `None` for groups, blackholes and non-IPv4 entries.

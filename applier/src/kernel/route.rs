@@ -101,7 +101,8 @@ impl Route {
         self.request(RTM_DELROUTE, 0)
     }
 
-    /// The strict-check dump request for main-table IPv4 routes of `protocol`.
+    /// The strict-check dump request for main-table IPv4 routes of `protocol` (0: of every
+    /// protocol).
     pub fn dump_request(protocol: u8) -> Vec<u8> {
         let mut m = RouteMessage::default();
         m.header.address_family = AddressFamily::Inet;
@@ -114,21 +115,47 @@ impl Route {
     }
 
     /// Parses a dumped route; `None` unless it is a main-table IPv4 unicast route of
-    /// `protocol` (the kernel filter is a hint, so filter again here). Decoded by hand:
-    /// a no-op apply parses every owned route, and the generic message type allocates a
-    /// vector of attributes per route.
+    /// `protocol` (the kernel filter is a hint, so filter again here).
     pub fn parse(payload: &[u8], protocol: u8) -> Option<Route> {
+        match Dumped::parse(payload)? {
+            Dumped { route: Some(r), .. } if r.protocol == protocol => Some(r),
+            _ => None,
+        }
+    }
+}
+
+/// Any main-table IPv4 route as dumped: podnet's kind (`route`, when it is a unicast route
+/// with a nexthop id or a gateway) or another (its destination, protocol, type and metric,
+/// enough to tell whether a planned route would replace it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dumped {
+    pub dst: Ipv4Net,
+    pub protocol: u8,
+    /// `RTN_*` (1 unicast, 6 blackhole, …).
+    pub kind: u8,
+    pub tos: u8,
+    /// `RTA_PRIORITY` (0 when absent).
+    pub metric: u32,
+    pub route: Option<Route>,
+}
+
+impl Dumped {
+    /// Decoded by hand: a no-op apply parses every route of the main table, and the generic
+    /// message type allocates a vector of attributes per route. `None` for other tables and
+    /// families.
+    pub fn parse(payload: &[u8]) -> Option<Dumped> {
         // struct rtmsg { family, dst_len, src_len, tos, table, protocol, scope, type, flags }
         let h = payload.get(..12)?;
-        let (family, dst_len, table8, proto, kind) = (h[0], h[1], h[4], h[5], h[7]);
+        let (family, dst_len, tos, table8, proto, kind) = (h[0], h[1], h[3], h[4], h[5], h[7]);
         let flags = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
         const AF_INET: u8 = 2;
         const RTN_UNICAST: u8 = 1;
-        if family != AF_INET || proto != protocol || kind != RTN_UNICAST {
+        if family != AF_INET {
             return None;
         }
         let (mut dst, mut nhid, mut via, mut oif) = (Ipv4Addr::UNSPECIFIED, None, None, None);
         let mut table = u32::from(table8);
+        let mut metric = 0;
         let u32_of = |v: &[u8]| {
             v.get(..4)
                 .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
@@ -139,6 +166,7 @@ impl Route {
                 RTA_DST => dst = ip_of(v)?,
                 RTA_OIF => oif = u32_of(v),
                 RTA_GATEWAY => via = ip_of(v),
+                RTA_PRIORITY => metric = u32_of(v)?,
                 RTA_TABLE => table = u32_of(v)?,
                 RTA_NH_ID => nhid = u32_of(v),
                 _ => {}
@@ -147,19 +175,28 @@ impl Route {
         if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
             return None;
         }
+        let dst = Ipv4Net::new(dst, dst_len).ok()?;
         let target = match (nhid, via, oif) {
-            (Some(id), _, _) => Target::Nexthop(id),
-            (None, Some(via), Some(ifindex)) => Target::Gateway {
+            (Some(id), _, _) => Some(Target::Nexthop(id)),
+            (None, Some(via), Some(ifindex)) => Some(Target::Gateway {
                 via,
                 ifindex,
                 onlink: flags & RTNH_F_ONLINK != 0,
-            },
-            _ => return None,
+            }),
+            _ => None,
         };
-        Some(Route {
-            dst: Ipv4Net::new(dst, dst_len).ok()?,
+        let route = target.filter(|_| kind == RTN_UNICAST).map(|target| Route {
+            dst,
             target,
-            protocol,
+            protocol: proto,
+        });
+        Some(Dumped {
+            dst,
+            protocol: proto,
+            kind,
+            tos,
+            metric,
+            route,
         })
     }
 }
@@ -167,6 +204,7 @@ impl Route {
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;
+const RTA_PRIORITY: u16 = 6;
 const RTA_TABLE: u16 = 15;
 const RTA_NH_ID: u16 = 30;
 
