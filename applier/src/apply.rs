@@ -92,9 +92,44 @@ pub fn live_diff(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Diff> {
 /// processes) and the hashing of the plan for the journal run on their own threads while
 /// the kernel objects are observed, diffed and changed.
 pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
+    let prepared = prepare(opts.root)?;
+    apply_prepared(plan, opts, prepared, None)
+}
+
+/// The applier lock (held until dropped) and the journal as found.
+pub struct Prepared {
+    _lock: journal::Lock,
+    pub journal: Option<Journal>,
+}
+
+/// Takes the applier lock and reads the journal: the first step of every apply.
+pub fn prepare(root: Option<&Path>) -> anyhow::Result<Prepared> {
+    let lock = journal::lock(root)?;
+    Ok(Prepared {
+        _lock: lock,
+        journal: Journal::load(root)?,
+    })
+}
+
+/// The route protocols a kernel observation made before the plan is known must cover.
+pub fn prepared_protocols(p: &Prepared) -> BTreeSet<u8> {
+    let mut set = observe::protocols(None, p.journal.as_ref());
+    if set.is_empty() {
+        set.insert(ROUTE_PROTOCOL);
+    }
+    set
+}
+
+/// [`apply`] with the lock already held; `kernel` is an observation made under that lock
+/// while the plan was compiled (used if it covers the plan's route protocol).
+pub fn apply_prepared(
+    plan: &NodePlan,
+    opts: Options<'_>,
+    prepared: Prepared,
+    kernel: Option<Observed>,
+) -> anyhow::Result<Applied> {
     let start = Instant::now();
-    let _lock = journal::lock(opts.root)?;
-    let loaded = Journal::load(opts.root)?;
+    let loaded = prepared.journal.clone();
     let mut j = loaded.clone().unwrap_or_else(Journal::new);
     let mut sock = NlSocket::new().context("opening a netlink socket")?;
     let observe = |sock: &mut NlSocket, j: &Journal| {
@@ -106,7 +141,17 @@ pub fn apply(plan: &NodePlan, opts: Options<'_>) -> anyhow::Result<Applied> {
         )
         .context("reading kernel state")
     };
-    let obs = observe(&mut sock, &j)?;
+    let obs = match kernel {
+        Some(mut k) if k.protocols == observe::protocols(Some(plan), loaded.as_ref()) => {
+            observe::observe_local(&mut k, Some(plan), Scope { journal: Some(&j) })
+                .context("reading sysctls and files")?;
+            k
+        }
+        _ => observe(&mut sock, &j)?,
+    };
+    // Without a journal, routes of the plan's protocol are not known to be podnet's.
+    let mut obs = obs;
+    obs.journaled = loaded.is_some();
     let d = diff(plan, &obs);
     if !d.conflicts.is_empty() {
         anyhow::bail!("nothing was changed: {}", d.conflicts.join("; "));

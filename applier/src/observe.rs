@@ -42,13 +42,26 @@ pub fn observe(
     scope: Scope<'_>,
     default_protocol: u8,
 ) -> io::Result<Observed> {
+    let mut protocols = protocols(plan, scope.journal);
+    if protocols.is_empty() {
+        protocols.insert(default_protocol);
+    }
+    let mut obs = observe_kernel(sock, protocols, scope)?;
+    observe_local(&mut obs, plan, scope)?;
+    Ok(obs)
+}
+
+/// The kernel half of [`observe`]: links, addresses, routes of `protocols`, nexthops,
+/// neighbours and FDB. Needs no plan, so it can run while the plan is being compiled.
+pub fn observe_kernel(
+    sock: &mut NlSocket,
+    protocols: BTreeSet<u8>,
+    scope: Scope<'_>,
+) -> io::Result<Observed> {
     let mut obs = Observed {
-        protocols: protocols(plan, scope.journal),
+        protocols,
         ..Observed::default()
     };
-    if obs.protocols.is_empty() {
-        obs.protocols.insert(default_protocol);
-    }
     obs.journaled = scope.journal.is_some();
     for m in sock.dump(RTM_GETLINK, &Link::dump_request())? {
         if let Some(l) = Link::parse(&m) {
@@ -138,6 +151,16 @@ pub fn observe(
         None => obs.style = RouteStyle::PlainGateways,
     }
     (obs.neighs, obs.fdb) = tables?;
+    Ok(obs)
+}
+
+/// The local half of [`observe`]: the planned sysctls, the planned and journaled files and
+/// the journal's record of what those files were before podnet.
+pub fn observe_local(
+    obs: &mut Observed,
+    plan: Option<&NodePlan>,
+    scope: Scope<'_>,
+) -> io::Result<()> {
     if let Some(plan) = plan {
         for s in &plan.sysctls {
             obs.sysctls.insert(s.key.clone(), read_sysctl(&s.key)?);
@@ -162,7 +185,7 @@ pub fn observe(
             obs.file_priors.insert(path.clone(), state);
         }
     }
-    Ok(obs)
+    Ok(())
 }
 
 /// A scoped thread's result, with a panic turned into an error.

@@ -856,6 +856,34 @@ fn foreign_objects_in_the_way_stop_the_apply_and_foreign_nexthop_ids_are_avoided
         "a refused apply changed the node"
     );
 
+    // Routes of podnet's protocol on a node without a journal may be another tool's:
+    // refused until `teardown` (which owns protocol 77 by definition) removes them.
+    let u = Node::new("iw4", "192.168.56.11/24");
+    u.ns.ip(&[
+        "route",
+        "add",
+        "10.9.9.0/24",
+        "via",
+        "192.168.56.1",
+        "proto",
+        "77",
+    ]);
+    let out = u.podnet(&["apply", v1]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no journal"), "{err}");
+    assert!(
+        u.ns.ip(&["route", "show", "proto", "77"])
+            .contains("10.9.9.0/24")
+    );
+    u.ok(&["teardown"]);
+    u.ok(&["apply", v1]);
+    assert!(
+        !u.ns
+            .ip(&["route", "show", "proto", "77"])
+            .contains("10.9.9.0/24")
+    );
+
     // Nexthop ids in podnet's range taken by objects of other kinds (a device-only IPv4
     // nexthop with a route on it, an IPv6 nexthop): podnet picks other ids and never
     // touches them, also not in teardown.
