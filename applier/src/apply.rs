@@ -130,7 +130,7 @@ pub fn apply_prepared(
 ) -> anyhow::Result<Applied> {
     let start = Instant::now();
     let loaded = prepared.journal.clone();
-    let mut j = loaded.clone().unwrap_or_else(Journal::new);
+    let mut j = loaded.clone().unwrap_or_default();
     let mut sock = NlSocket::new().context("opening a netlink socket")?;
     let observe = |sock: &mut NlSocket, j: &Journal| {
         observe::observe(
@@ -359,7 +359,7 @@ pub struct TornDown {
 /// and finally the journal.
 pub fn teardown(opts: Options<'_>) -> anyhow::Result<TornDown> {
     let _lock = journal::lock(opts.root)?;
-    let j = Journal::load(opts.root)?.unwrap_or_else(Journal::new);
+    let j = Journal::load(opts.root)?.unwrap_or_default();
     let protocol = j.protocols.iter().next().copied().unwrap_or(ROUTE_PROTOCOL);
     let nothing = empty_plan(protocol);
     let mut sock = NlSocket::new().context("opening a netlink socket")?;

@@ -32,7 +32,7 @@ pub struct PriorFile {
     pub content: Option<Vec<u8>>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Journal {
     pub version: u32,
@@ -57,6 +57,23 @@ pub struct Journal {
     /// no-op apply does not parse a 20,000-route plan twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan_hash: Option<String>,
+}
+
+impl Default for Journal {
+    /// A fresh journal of the current version (nothing recorded yet).
+    fn default() -> Journal {
+        Journal {
+            version: VERSION,
+            cluster: String::new(),
+            node: String::new(),
+            protocols: BTreeSet::new(),
+            links: BTreeSet::new(),
+            files: BTreeMap::new(),
+            firewalls: BTreeSet::new(),
+            sysctls: BTreeMap::new(),
+            plan_hash: None,
+        }
+    }
 }
 
 /// The journal's directory under `root`.
@@ -89,10 +106,7 @@ pub fn lock(root: Option<&Path>) -> anyhow::Result<Lock> {
 impl Journal {
     /// A fresh journal (nothing recorded yet).
     pub fn new() -> Journal {
-        Journal {
-            version: VERSION,
-            ..Journal::default()
-        }
+        Journal::default()
     }
 
     /// Reads the journal under `root`; `None` when there is none.
