@@ -35,14 +35,7 @@ impl Addr {
     }
 
     fn request(&self, kind: u16, flags: u16) -> Request {
-        let m = self.message();
-        let mut payload = vec![0u8; m.buffer_len()];
-        m.emit(&mut payload);
-        Request {
-            kind,
-            flags,
-            payload,
-        }
+        Request::emitted(kind, flags, &self.message())
     }
 
     /// Create or replace (`NLM_F_CREATE | NLM_F_REPLACE`): replacing an address that is

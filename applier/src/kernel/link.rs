@@ -91,13 +91,7 @@ fn message(index: u32, attributes: Vec<LinkAttribute>) -> LinkMessage {
 }
 
 fn request(kind: u16, flags: u16, m: &LinkMessage) -> Request {
-    let mut payload = vec![0u8; m.buffer_len()];
-    m.emit(&mut payload);
-    Request {
-        kind,
-        flags,
-        payload,
-    }
+    Request::emitted(kind, flags, m)
 }
 
 /// Create-exclusive (`NLM_F_CREATE | NLM_F_EXCL`: EEXIST if the name is taken) a link of

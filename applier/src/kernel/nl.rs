@@ -32,6 +32,23 @@ pub struct Request {
     pub payload: Vec<u8>,
 }
 
+impl Request {
+    /// A request whose payload is `message` as `netlink-packet-route` encodes it.
+    pub fn emitted(
+        kind: u16,
+        flags: u16,
+        message: &impl rtnetlink::packet_core::Emitable,
+    ) -> Request {
+        let mut payload = vec![0u8; message.buffer_len()];
+        message.emit(&mut payload);
+        Request {
+            kind,
+            flags,
+            payload,
+        }
+    }
+}
+
 /// A request's outcome: `Ok` or the kernel's errno (e.g. `EEXIST`, `ENOENT`).
 pub type Outcome = Result<(), i32>;
 

@@ -76,14 +76,7 @@ impl Route {
     }
 
     fn request(&self, kind: u16, flags: u16) -> Request {
-        let m = self.message();
-        let mut payload = vec![0u8; m.buffer_len()];
-        m.emit(&mut payload);
-        Request {
-            kind,
-            flags,
-            payload,
-        }
+        Request::emitted(kind, flags, &self.message())
     }
 
     /// Create or replace the route for `dst` (one message: never delete-then-add).
