@@ -104,11 +104,6 @@ pub fn lock(root: Option<&Path>) -> anyhow::Result<Lock> {
 }
 
 impl Journal {
-    /// A fresh journal (nothing recorded yet).
-    pub fn new() -> Journal {
-        Journal::default()
-    }
-
     /// Reads the journal under `root`; `None` when there is none.
     pub fn load(root: Option<&Path>) -> anyhow::Result<Option<Journal>> {
         let path = dir(root).join(STATE);
@@ -261,7 +256,7 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let root = Some(d.path());
         assert_eq!(Journal::load(root).expect("load"), None);
-        let mut j = Journal::new();
+        let mut j = Journal::default();
         j.node = "n1".into();
         j.protocols.insert(77);
         j.links.insert("cni0".into());

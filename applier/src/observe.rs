@@ -13,7 +13,7 @@ use crate::diff::{FileState, Observed};
 use crate::diff_routes::RouteStyle;
 use crate::journal::{self, Journal};
 use crate::kernel::addr::{Addr, RTM_GETADDR};
-use crate::kernel::link::{Link, MARKER, RTM_GETLINK};
+use crate::kernel::link::{Link, RTM_GETLINK};
 use crate::kernel::neigh::{Fdb, Neigh, RTM_GETNEIGH};
 use crate::kernel::nexthop::{Nexthop, RTM_GETNEXTHOP};
 use crate::kernel::nl::NlSocket;
@@ -68,8 +68,8 @@ pub fn observe_kernel(
             let unmarked = l.alias.as_deref().is_none_or(str::is_empty);
             // A journal-listed link without any alias is one podnet created but was
             // stopped before marking (the journal is written before the create).
-            let owned = l.alias.as_deref() == Some(MARKER)
-                || (unmarked && scope.journal.is_some_and(|j| j.links.contains(&l.name)));
+            let owned =
+                l.owned() || (unmarked && scope.journal.is_some_and(|j| j.links.contains(&l.name)));
             if owned {
                 obs.owned.insert(l.index);
             }
