@@ -256,8 +256,10 @@ mod tests {
         let d = tempfile::tempdir().expect("tempdir");
         let root = Some(d.path());
         assert_eq!(Journal::load(root).expect("load"), None);
-        let mut j = Journal::default();
-        j.node = "n1".into();
+        let mut j = Journal {
+            node: "n1".into(),
+            ..Journal::default()
+        };
         j.protocols.insert(77);
         j.links.insert("cni0".into());
         j.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
