@@ -926,3 +926,80 @@ fn foreign_objects_in_the_way_stop_the_apply_and_foreign_nexthop_ids_are_avoided
         delta(&prior, &after)
     );
 }
+
+/// Two nodes on one underlay bridge (in a namespace of its own), each applied with podnet,
+/// each with a pod attached by the real CNI plugins through podnet's conflist: the pods
+/// reach each other across the nodes with every backend.
+#[test]
+fn pods_on_two_nodes_reach_each_other_with_every_backend() {
+    use common::cni;
+    let dir = tempfile::tempdir().expect("dir");
+    let two = CLUSTER.replace(
+        "node n3 { address 192.168.56.13/24; subnet 10.244.3.0/24 }\n",
+        "",
+    );
+    for (name, text) in [
+        ("host-gw", two.clone()),
+        ("vxlan", two.replace("backend host-gw", "backend vxlan")),
+        (
+            "direct",
+            two.replace("backend host-gw", "backend vxlan { direct-routing on }"),
+        ),
+    ] {
+        let file = write(dir.path(), &format!("{name}.podnet"), &text);
+        let f = file.to_str().expect("utf-8");
+        let underlay = NetNs::new("ul");
+        underlay.ip(&["link", "add", "br0", "type", "bridge"]);
+        underlay.ip(&["link", "set", "br0", "up"]);
+        let mut nodes = Vec::new();
+        for (i, node) in ["n1", "n2"].into_iter().enumerate() {
+            let ns = NetNs::new(node);
+            let port = format!("p{i}");
+            common::veth(&ns, "eth0", &underlay, &port);
+            underlay.ip(&["link", "set", &port, "master", "br0"]);
+            ns.ip(&[
+                "addr",
+                "add",
+                &format!("192.168.56.{}/24", 11 + i),
+                "dev",
+                "eth0",
+            ]);
+            let root = tempfile::tempdir().expect("root");
+            let out = ns.exec(
+                BIN,
+                &["apply", f, "--root", root.path().to_str().expect("utf-8")],
+            );
+            assert!(
+                out.status.success(),
+                "{name}: apply on {node}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let conflist: Value = serde_json::from_str(
+                &std::fs::read_to_string(root.path().join("etc/cni/net.d/10-podnet.conflist"))
+                    .expect("conflist written"),
+            )
+            .expect("conflist is JSON");
+            let confs = cni::plugin_confs(&conflist, &root.path().join("cni-data"));
+            let pod = NetNs::new(&format!("{node}p"));
+            let container = format!("podnet-test-{}", pod.name);
+            let result = cni::add(&ns, &confs, &pod, &container);
+            let ip = result["ips"][0]["address"]
+                .as_str()
+                .and_then(|a| a.split('/').next())
+                .expect("pod address")
+                .to_string();
+            nodes.push((ns, pod, root, confs, container, result, ip));
+        }
+        let (a, b) = (&nodes[0], &nodes[1]);
+        assert!(
+            cni::ping(&a.1, &b.6, 5),
+            "{name}: pod {} on n1 cannot reach pod {} on n2",
+            a.6,
+            b.6
+        );
+        assert!(cni::ping(&b.1, &a.6, 5), "{name}: n2 → n1");
+        for (ns, pod, _root, confs, container, result, _) in &nodes {
+            cni::del(ns, confs, pod, container, result);
+        }
+    }
+}

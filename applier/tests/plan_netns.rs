@@ -6,19 +6,16 @@
 //! containernetworking-plugins; it fails (never skips) when it cannot run.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
 use podnet_compiler::plan::{FirewallDriver, LinkKind, NodePlan};
 use podnet_compiler::{FsLoader, UseLock, compile};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod common;
 use common::NetNs as Netns;
-
-const CNI_PATH: &str = "/usr/lib/cni";
+use common::cni::{self, run_with};
 
 fn example(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -29,40 +26,6 @@ fn example(name: &str) -> PathBuf {
 /// Runs a command; panics with its output unless it succeeds. Returns standard output.
 fn run(args: &[&str]) -> String {
     run_with(args, None, &[])
-}
-
-fn run_with(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> String {
-    let (prog, rest) = args.split_first().expect("a command");
-    let mut cmd = Command::new(prog);
-    cmd.args(rest)
-        .envs(env.iter().copied())
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"));
-    if let Some(input) = stdin {
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(input.as_bytes())
-            .expect("write stdin");
-    }
-    let out = child.wait_with_output().expect("wait");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{args:?} failed ({}):\nstdout: {stdout}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn json(args: &[&str]) -> Value {
@@ -514,47 +477,6 @@ fn vxlan_node_with_iptables() {
     assert_eq!(lab.plan.firewall.driver, FirewallDriver::Iptables);
 }
 
-/// One CNI plugin invocation: the conflist entry plus `name`, `cniVersion` and `prevResult`.
-fn cni(node: &Netns, command: &str, conf: &Value, pod: &Netns, container: &str) -> Option<Value> {
-    let kind = conf["type"].as_str().expect("plugin type").to_string();
-    let plugin = format!("{CNI_PATH}/{kind}");
-    let out = run_with(
-        &["ip", "netns", "exec", &node.name, &plugin],
-        Some(&conf.to_string()),
-        &[
-            ("CNI_COMMAND", command),
-            ("CNI_CONTAINERID", container),
-            ("CNI_NETNS", &pod.path()),
-            ("CNI_IFNAME", "eth0"),
-            ("CNI_PATH", CNI_PATH),
-        ],
-    );
-    if out.trim().is_empty() {
-        None
-    } else {
-        Some(serde_json::from_str(&out).expect("plugin result is JSON"))
-    }
-}
-
-/// The conflist's plugin entries as full network configurations for one invocation.
-fn plugin_confs(conflist: &Value, data_dir: &Path) -> Vec<Value> {
-    conflist["plugins"]
-        .as_array()
-        .expect("plugins")
-        .iter()
-        .map(|p| {
-            let mut c = p.clone();
-            c["name"] = conflist["name"].clone();
-            c["cniVersion"] = conflist["cniVersion"].clone();
-            // The test keeps host-local's leases out of the host's /var/lib/cni.
-            if c.get("ipam").is_some() {
-                c["ipam"]["dataDir"] = json!(data_dir);
-            }
-            c
-        })
-        .collect()
-}
-
 #[test]
 fn cni_plugins_attach_a_pod_through_the_conflist() {
     let lab = applies_exactly_and_idempotently("hdss7.podnet", "hdss7-21.host.com");
@@ -572,21 +494,13 @@ fn cni_plugins_attach_a_pod_through_the_conflist() {
         "the plan itself sets no dataDir"
     );
     let data_dir = lab.dir.path().join("cni-data");
-    let confs = plugin_confs(&conflist, &data_dir);
+    let confs = cni::plugin_confs(&conflist, &data_dir);
     let subnet: Ipv4Net = "172.7.21.0/24".parse().expect("subnet");
     let gateway = "172.7.21.1";
 
     let pod = Netns::new("plan");
     let container = format!("podnet-test-{}", pod.name);
-    let mut prev: Option<Value> = None;
-    for conf in &confs {
-        let mut c = conf.clone();
-        if let Some(p) = &prev {
-            c["prevResult"] = p.clone();
-        }
-        prev = cni(&lab.node, "ADD", &c, &pod, &container).or(prev);
-    }
-    let result = prev.expect("an ADD result");
+    let result = cni::add(&lab.node, &confs, &pod, &container);
 
     let addrs = pod.ip_json(&["addr", "show", "dev", "eth0"]);
     let ips: Vec<std::net::Ipv4Addr> = addrs[0]["addr_info"]
@@ -604,29 +518,11 @@ fn cni_plugins_attach_a_pod_through_the_conflist() {
     let routes = pod.ip_json(&["route", "show", "default"]);
     assert_eq!(routes[0]["gateway"], gateway, "pod default route");
 
-    let mut reached = false;
-    for _ in 0..5 {
-        let ok = Command::new("ip")
-            .args([
-                "netns", "exec", &pod.name, "ping", "-c", "1", "-W", "1", gateway,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("run ping")
-            .success();
-        if ok {
-            reached = true;
-            break;
-        }
-    }
-    assert!(reached, "the pod cannot ping its gateway {gateway}");
-
-    for conf in confs.iter().rev() {
-        let mut c = conf.clone();
-        c["prevResult"] = result.clone();
-        cni(&lab.node, "DEL", &c, &pod, &container);
-    }
+    assert!(
+        cni::ping(&pod, gateway, 5),
+        "the pod cannot ping its gateway {gateway}"
+    );
+    cni::del(&lab.node, &confs, &pod, &container, &result);
     let left = pod.ip_json(&["link", "show"]);
     assert!(
         left.as_array()

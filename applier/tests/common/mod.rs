@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod cni;
+
 use std::fs::File;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicU32, Ordering};
