@@ -810,13 +810,35 @@ impl Diff {
     pub fn counts(&self) -> (usize, usize, usize) {
         let mut c = (0, 0, 0);
         for op in &self.ops {
-            match self.line(op).as_bytes().first() {
-                Some(b'+') => c.0 += 1,
-                Some(b'~') => c.1 += 1,
+            match self.sign(op) {
+                '+' => c.0 += 1,
+                '~' => c.1 += 1,
                 _ => c.2 += 1,
             }
         }
         c
+    }
+
+    /// The first character of [`Diff::line`] (`+` add, `~` change, `-` remove), without
+    /// formatting the line: counting a 60,000-operation diff must not render it.
+    pub fn sign(&self, op: &Op) -> char {
+        match op {
+            Op::LinkCreate { .. }
+            | Op::AddrReplace(_)
+            | Op::NeighReplace(_)
+            | Op::FdbReplace(_)
+            | Op::Route(RouteOp::NexthopAdd(_))
+            | Op::FileWrite(_) => '+',
+            Op::Sysctl { .. } | Op::LinkChange { .. } | Op::FileRestore { .. } => '~',
+            Op::Route(RouteOp::RouteReplace(r)) if self.existing_routes.contains(&r.dst) => '~',
+            Op::Route(RouteOp::RouteReplace(_)) => '+',
+            Op::LinkDelete { .. }
+            | Op::AddrDelete(_)
+            | Op::NeighDelete(_)
+            | Op::FdbDelete(_)
+            | Op::Route(RouteOp::RouteDelete(_) | RouteOp::NexthopDelete(_))
+            | Op::FileRemove(_) => '-',
+        }
     }
 }
 

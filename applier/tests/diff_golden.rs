@@ -300,6 +300,9 @@ fn normal(o: &Observed) -> Vec<String> {
 /// Compares `diff(plan, observed)` with the golden file `case.ops`.
 fn golden(case: &str, plan: &NodePlan, observed: &Observed) {
     let d = diff(plan, observed);
+    for op in &d.ops {
+        assert!(d.line(op).starts_with(d.sign(op)), "sign of {}", d.line(op));
+    }
     let mut got = d.render();
     for c in &d.conflicts {
         got.push_str(&format!("conflict: {c}\n"));
