@@ -56,6 +56,10 @@ pub fn empty_plan(protocol: u8) -> NodePlan {
         format_version: podnet_compiler::plan::FORMAT_VERSION,
         cluster: String::new(),
         node: String::new(),
+        underlay: podnet_compiler::plan::Underlay {
+            interface: String::new(),
+            address: ipnet::Ipv4Net::default(),
+        },
         route_protocol: protocol,
         sysctls: Vec::new(),
         links: Vec::new(),

@@ -105,7 +105,7 @@ fn the_schema_refuses_malformed_plans() {
     let broken = [
         ("unknown key", "/extra", Some(json!(1))),
         ("missing key", "/routes", None),
-        ("format version", "/format_version", Some(json!(2))),
+        ("format version", "/format_version", Some(json!(1))),
         (
             "bridge with a MAC",
             "/links/0/mac",

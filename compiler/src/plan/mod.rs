@@ -20,11 +20,11 @@ pub use shell::{IPT_COMMENT, IPT_FILTER_CHAIN, IPT_NAT_CHAIN, NFT_TABLE, render_
 pub use text::render_text;
 pub use types::{
     Address, FdbEntry, File, Firewall, FirewallDriver, Link, LinkKind, Mac, MasqueradeRule,
-    Neighbour, NodePlan, ParseMacError, Route, Sysctl, VxlanAttrs,
+    Neighbour, NodePlan, ParseMacError, Route, Sysctl, Underlay, VxlanAttrs,
 };
 
 /// The version of the plan's JSON form; bumped on any incompatible change.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// How many closest node names an unknown-node diagnostic suggests.
 const SUGGESTIONS: usize = 3;
@@ -117,6 +117,10 @@ impl<'c> Planner<'c> {
             format_version: FORMAT_VERSION,
             cluster: c.name.value.clone(),
             node: me.name.value.clone(),
+            underlay: Underlay {
+                interface: iface.clone(),
+                address: me.address.value,
+            },
             route_protocol: c.route_protocol.value,
             sysctls: vec![Sysctl {
                 key: "net.ipv4.ip_forward".to_string(),

@@ -17,6 +17,9 @@ pub struct NodePlan {
     pub format_version: u32,
     pub cluster: String,
     pub node: String,
+    /// The node's own underlay interface and address (with the segment prefix): the
+    /// applier refuses a plan whose address is not configured on that interface here.
+    pub underlay: Underlay,
     /// The protocol number every planned route carries (podnet's ownership mark).
     pub route_protocol: u8,
     pub sysctls: Vec<Sysctl>,
@@ -30,6 +33,15 @@ pub struct NodePlan {
     pub fdb: Vec<FdbEntry>,
     pub firewall: Firewall,
     pub files: Vec<File>,
+}
+
+/// The planned node's underlay: where its address must be configured.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Underlay {
+    pub interface: String,
+    /// The node's address with its L2 segment prefix, e.g. `10.4.7.21/24`.
+    pub address: Ipv4Net,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
