@@ -103,6 +103,9 @@ pub struct PlanArgs {
     /// would make (needs `--node`).
     #[arg(long, requires = "node", conflicts_with_all = ["all", "out", "format"])]
     pub live: bool,
+    /// With `--live`: act on network namespace NAME (`/run/netns/NAME`).
+    #[arg(long, value_name = "NAME", requires = "live")]
+    pub netns: Option<String>,
     /// With `--live`: exit 0 when nothing would change, 2 when changes are pending, 1 on
     /// errors.
     #[arg(long, requires = "live")]
@@ -111,6 +114,9 @@ pub struct PlanArgs {
 
 #[derive(Debug, Args)]
 pub struct ApplyArgs {
+    /// Act on network namespace NAME (`/run/netns/NAME`) instead of this one.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
     /// A cluster file (`.podnet`, `.toml`) or a plan made by `podnet plan --format json`.
     pub target: PathBuf,
     /// The node to apply (default: the node whose address is on a local interface).
@@ -128,6 +134,9 @@ pub struct ApplyArgs {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// Act on network namespace NAME (`/run/netns/NAME`) instead of this one.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
     /// The root the journal lives under (as given to `apply --root`).
     #[arg(long)]
     pub root: Option<PathBuf>,
@@ -138,6 +147,9 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct TeardownArgs {
+    /// Act on network namespace NAME (`/run/netns/NAME`) instead of this one.
+    #[arg(long, value_name = "NAME")]
+    pub netns: Option<String>,
     /// The root the journal lives under (as given to `apply --root`).
     #[arg(long)]
     pub root: Option<PathBuf>,

@@ -1,8 +1,9 @@
 //! The state journal under `/var/lib/podnet` (prefixed by `--root`): what podnet created or is
 //! about to create (write-ahead, so a crash mid-apply leaves nothing unowned), the values
 //! sysctls had before podnet first set them, the prior content of files it overwrote, the
-//! route protocols it used, and the last plan applied in full. Written atomically; an
-//! exclusive lock beside it keeps two appliers from interleaving.
+//! route protocols it used, the directories it created, the nft tables its firewall tools
+//! created, and the last plan applied in full. Written atomically; an exclusive lock beside
+//! it keeps two appliers from interleaving. Errors are `io::Error`s that name the path.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
@@ -10,8 +11,7 @@ use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use anyhow::Context as _;
-use podnet_compiler::plan::{NodePlan, rooted};
+use podnet_compiler::plan::{FirewallDriver, LinkKind, NodePlan, rooted};
 use serde::{Deserialize, Serialize};
 
 /// The journal's directory, without a root.
@@ -19,7 +19,7 @@ pub const DIR: &str = "/var/lib/podnet";
 const STATE: &str = "state.json";
 const PLAN: &str = "plan.json";
 const LOCK: &str = "lock";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
 
 /// A file's state before podnet first wrote it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +30,10 @@ pub struct PriorFile {
     pub mode: Option<u32>,
     /// The bytes (any content, not only UTF-8).
     pub content: Option<Vec<u8>>,
+    /// The path was a symbolic link to this target (restored as the same link; `mode` and
+    /// `content` are then what it pointed to).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub symlink: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,15 +45,23 @@ pub struct Journal {
     pub node: String,
     /// Every route protocol podnet has used here (routes and nexthops carry one).
     pub protocols: BTreeSet<u8>,
-    /// Links podnet created or is creating (by name): a link that crashed before getting
-    /// its ifalias marker is still recognised as podnet's.
-    pub links: BTreeSet<String>,
+    /// Links podnet created or is creating, by name, with their kind: a link that crashed
+    /// before getting its ifalias marker is still recognised as podnet's (if of that kind).
+    pub links: BTreeMap<String, LinkKind>,
     /// Files podnet wrote (as rooted paths), with what was there before.
     pub files: BTreeMap<String, PriorFile>,
-    /// The firewall drivers podnet has written here (`nftables`, `iptables`): an apply
-    /// looks for the other driver's leftovers only if it is listed (or there is no journal).
+    /// Directories podnet created for its files (removed by teardown when empty).
     #[serde(default)]
-    pub firewalls: BTreeSet<String>,
+    pub dirs: BTreeSet<PathBuf>,
+    /// The firewall drivers podnet has written here: an apply looks for the other driver's
+    /// leftovers only if it is listed (or there is no journal).
+    #[serde(default)]
+    pub firewalls: BTreeSet<FirewallDriver>,
+    /// nftables tables (`ip nat`, `ip filter`) that did not exist before podnet's iptables
+    /// driver wrote through iptables-nft, which creates them: teardown removes them when
+    /// nothing else is left in them.
+    #[serde(default)]
+    pub tool_tables: BTreeSet<String>,
     /// Sysctl values before podnet first changed them.
     pub sysctls: BTreeMap<String, String>,
     /// A hash of the last plan applied and verified in full, which is kept beside the
@@ -67,9 +79,11 @@ impl Default for Journal {
             cluster: String::new(),
             node: String::new(),
             protocols: BTreeSet::new(),
-            links: BTreeSet::new(),
+            links: BTreeMap::new(),
             files: BTreeMap::new(),
+            dirs: BTreeSet::new(),
             firewalls: BTreeSet::new(),
+            tool_tables: BTreeSet::new(),
             sysctls: BTreeMap::new(),
             plan_hash: None,
         }
@@ -86,10 +100,15 @@ pub struct Lock {
     _file: File,
 }
 
+/// An `io::Error` of the same kind whose message names what was being done.
+pub fn context(e: io::Error, what: impl std::fmt::Display) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
 /// Takes the applier lock under `root`, waiting for another applier to finish.
-pub fn lock(root: Option<&Path>) -> anyhow::Result<Lock> {
+pub fn lock(root: Option<&Path>) -> io::Result<Lock> {
     let d = dir(root);
-    fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    fs::create_dir_all(&d).map_err(|e| context(e, format!("creating {}", d.display())))?;
     let path = d.join(LOCK);
     let file = OpenOptions::new()
         .create(true)
@@ -97,80 +116,85 @@ pub fn lock(root: Option<&Path>) -> anyhow::Result<Lock> {
         .write(true)
         .mode(0o600)
         .open(&path)
-        .with_context(|| format!("opening {}", path.display()))?;
+        .map_err(|e| context(e, format!("opening {}", path.display())))?;
     file.lock()
-        .with_context(|| format!("locking {}", path.display()))?;
+        .map_err(|e| context(e, format!("locking {}", path.display())))?;
     Ok(Lock { _file: file })
 }
 
 impl Journal {
     /// Reads the journal under `root`; `None` when there is none.
-    pub fn load(root: Option<&Path>) -> anyhow::Result<Option<Journal>> {
+    pub fn load(root: Option<&Path>) -> io::Result<Option<Journal>> {
         let path = dir(root).join(STATE);
         let text = match fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => return Err(context(e, format!("reading {}", path.display()))),
         };
-        let j: Journal = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} is not a podnet journal (move it away to start afresh)",
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+        let version = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("version").and_then(serde_json::Value::as_u64));
+        if let Some(v) = version
+            && v != u64::from(VERSION)
+        {
+            return Err(invalid(format!(
+                "{} has journal version {v}, this podnet reads version {VERSION} (tear the \
+                 node down with the podnet that wrote it, then apply again)",
                 path.display()
-            )
-        })?;
-        if j.version != VERSION {
-            anyhow::bail!(
-                "{} has journal version {}, this podnet reads version {VERSION}",
-                path.display(),
-                j.version
-            );
+            )));
         }
+        let j: Journal = serde_json::from_str(&text).map_err(|e| {
+            invalid(format!(
+                "{} is not a podnet journal ({e}; move it away to start afresh)",
+                path.display()
+            ))
+        })?;
         Ok(Some(j))
     }
 
     /// Writes the journal atomically.
-    pub fn save(&self, root: Option<&Path>) -> anyhow::Result<()> {
+    pub fn save(&self, root: Option<&Path>) -> io::Result<()> {
         let path = dir(root).join(STATE);
-        let text = serde_json::to_vec(self).context("encoding the journal")?;
-        write_atomic(&path, &text, 0o600).with_context(|| format!("writing {}", path.display()))
+        let text = serde_json::to_vec(self).map_err(io::Error::other)?;
+        write_atomic(&path, &text, 0o600)
+            .map_err(|e| context(e, format!("writing {}", path.display())))
     }
 
     /// Deletes the journal and the last plan (after a teardown).
-    pub fn remove(root: Option<&Path>) -> anyhow::Result<()> {
+    pub fn remove(root: Option<&Path>) -> io::Result<()> {
         for name in [PLAN, STATE] {
             let path = dir(root).join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("removing {}", path.display())),
+                Err(e) => return Err(context(e, format!("removing {}", path.display()))),
             }
         }
         Ok(())
     }
 
     /// Records `plan` (already encoded, with its hash) as the last plan applied.
-    pub fn save_plan(
-        &mut self,
-        root: Option<&Path>,
-        encoded: &[u8],
-        hash: &str,
-    ) -> anyhow::Result<()> {
+    pub fn save_plan(&mut self, root: Option<&Path>, encoded: &[u8], hash: &str) -> io::Result<()> {
         let path = dir(root).join(PLAN);
         write_atomic(&path, encoded, 0o600)
-            .with_context(|| format!("writing {}", path.display()))?;
+            .map_err(|e| context(e, format!("writing {}", path.display())))?;
         self.plan_hash = Some(hash.to_string());
         Ok(())
     }
 
     /// The last plan applied in full, if any.
-    pub fn load_plan(root: Option<&Path>) -> anyhow::Result<Option<NodePlan>> {
+    pub fn load_plan(root: Option<&Path>) -> io::Result<Option<NodePlan>> {
         let path = dir(root).join(PLAN);
         match fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .with_context(|| format!("{} is not a podnet plan", path.display())),
+            Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("{} is not a podnet plan: {e}", path.display()),
+                )
+            }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+            Err(e) => Err(context(e, format!("reading {}", path.display()))),
         }
     }
 }
@@ -184,8 +208,20 @@ pub fn plan_hash(plan: &NodePlan) -> String {
     format!("{h:016x}")
 }
 
+/// The directories `create_dir_all(path)` would create, outermost first.
+pub fn missing_dirs(path: &Path) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = path
+        .ancestors()
+        .take_while(|a| !a.as_os_str().is_empty() && fs::symlink_metadata(a).is_err())
+        .map(Path::to_path_buf)
+        .collect();
+    out.reverse();
+    out
+}
+
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, its mode,
-/// fsync, rename over `path`, fsync of the directory. Parent directories are created.
+/// fsync, rename over `path` (a symbolic link at `path` is replaced, not followed), fsync of
+/// the directory. Parent directories are created.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -218,6 +254,36 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Where `path` points if it is a symbolic link.
+pub fn symlink_target(path: &Path) -> io::Result<Option<PathBuf>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => fs::read_link(path).map(Some),
+        Ok(_) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Puts back a symbolic link at `path` pointing to `target` (atomically, by rename).
+pub fn restore_symlink(path: &Path, target: &Path) -> io::Result<()> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = parent.join(format!(
+        ".{}.podnet-link-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let _ = fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(target, &tmp)?;
+    if let Err(e) = fs::rename(&tmp, path) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    File::open(parent)?.sync_all()
 }
 
 /// Reads a file's mode and content; `None` when it does not exist.
@@ -261,7 +327,7 @@ mod tests {
             ..Journal::default()
         };
         j.protocols.insert(77);
-        j.links.insert("cni0".into());
+        j.links.insert("cni0".into(), LinkKind::Bridge);
         j.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
         j.save(root).expect("save");
         assert!(d.path().join("var/lib/podnet/state.json").exists());
@@ -271,6 +337,13 @@ mod tests {
         assert_eq!(Journal::load(root).expect("load"), None);
         fs::write(d.path().join("var/lib/podnet/state.json"), "{").expect("write");
         let e = Journal::load(root).expect_err("garbage");
-        assert!(format!("{e:#}").contains("not a podnet journal"), "{e:#}");
+        assert!(e.to_string().contains("not a podnet journal"), "{e}");
+        fs::write(
+            d.path().join("var/lib/podnet/state.json"),
+            r#"{"version":1}"#,
+        )
+        .expect("write");
+        let e = Journal::load(root).expect_err("old version");
+        assert!(e.to_string().contains("journal version 1"), "{e}");
     }
 }

@@ -1,11 +1,11 @@
 //! podnet's applier and command-line front end: kernel state, diff, execute, daemon, and
 //! the `podnet` commands. Only this crate touches the system.
 
-pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod diff;
 pub mod diff_routes;
+pub mod engine;
 pub mod execute;
 pub mod firewall;
 pub mod journal;

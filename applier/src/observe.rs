@@ -68,8 +68,12 @@ pub fn observe_kernel(
             let unmarked = l.alias.as_deref().is_none_or(str::is_empty);
             // A journal-listed link without any alias is one podnet created but was
             // stopped before marking (the journal is written before the create).
-            let owned =
-                l.owned() || (unmarked && scope.journal.is_some_and(|j| j.links.contains(&l.name)));
+            // It must also be of the kind podnet was creating under that name.
+            let journaled = scope
+                .journal
+                .and_then(|j| j.links.get(&l.name))
+                .is_some_and(|k| l.kind.as_deref() == Some(kind_name(*k)));
+            let owned = l.owned() || (unmarked && journaled);
             if owned {
                 obs.owned.insert(l.index);
             }
@@ -186,6 +190,14 @@ pub fn observe_local(
         }
     }
     Ok(())
+}
+
+/// The kernel's name of a link kind (`IFLA_INFO_KIND`).
+pub fn kind_name(k: podnet_compiler::plan::LinkKind) -> &'static str {
+    match k {
+        podnet_compiler::plan::LinkKind::Bridge => "bridge",
+        podnet_compiler::plan::LinkKind::Vxlan => "vxlan",
+    }
 }
 
 /// A scoped thread's result, with a panic turned into an error.

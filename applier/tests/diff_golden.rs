@@ -474,7 +474,7 @@ fn foreign_objects_are_left_alone_or_block() {
 fn teardown_is_the_diff_against_nothing() {
     let p = plan_of(&vxlan(HOSTGW), "n1");
     let o = converge(&p, machine());
-    let nothing = podnet::apply::empty_plan(77);
+    let nothing = podnet::engine::empty_plan(77);
     golden("teardown", &nothing, &o);
     let d = diff(&nothing, &o);
     let after = sim(o, &d.ops);

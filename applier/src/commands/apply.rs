@@ -11,12 +11,12 @@ use anyhow::Context as _;
 use podnet_compiler::plan::{FORMAT_VERSION, NodePlan, Planner};
 use podnet_compiler::{FsLoader, UseLock, compile};
 
-use crate::apply::{Options, apply_prepared, prepare, prepared_protocols};
 use crate::cli::{ApplyArgs, DiagFormat};
 use crate::diff::Diff;
+use crate::engine::{Access, Engine, EngineError};
 use crate::kernel::addr::{Addr, RTM_GETADDR};
+use crate::kernel::netns::Target;
 use crate::kernel::nl::NlSocket;
-use crate::observe::{Scope, observe_kernel};
 use crate::report;
 
 /// Lines of changes printed without `--verbose`.
@@ -24,35 +24,30 @@ const SHOWN: usize = 50;
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     let root = args.root.as_deref();
-    let opts = Options {
-        root,
-        skip_firewall: false,
-    };
+    // A FIFO or device would block the read below while holding the applier lock.
+    regular_file(&args.target)?;
+    let target = target(args.netns.as_deref())?;
+    let mut engine = Engine::open(target.clone(), root, Access::Write)?;
     // Under the applier lock, the kernel is read on another thread while the plan is
     // compiled (or read from JSON): the two take about as long at 20,000 nodes.
-    let prepared = prepare(root)?;
-    let protocols = prepared_protocols(&prepared);
-    let journal = prepared.journal.clone();
-    let (plan, kernel) = std::thread::scope(|scope| {
-        let kernel = scope.spawn(|| {
-            let mut sock = NlSocket::new().ok()?;
-            observe_kernel(
-                &mut sock,
-                protocols,
-                Scope {
-                    journal: journal.as_ref(),
-                },
-            )
-            .ok()
-        });
-        let plan = load_plan(&args.target, args.node.as_deref(), root, args.diagnostics);
-        (plan, kernel.join().ok().flatten())
+    let (plan, early) = std::thread::scope(|scope| {
+        let early = scope.spawn(|| engine.observe_kernel().ok());
+        let plan = load_plan(
+            &args.target,
+            args.node.as_deref(),
+            &target,
+            args.diagnostics,
+        );
+        (plan, early.join().ok().flatten())
     });
     let plan = match plan? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let a = apply_prepared(&plan, opts, prepared, kernel)?;
+    let a = match engine.reconcile(&plan, early) {
+        Ok(a) => a,
+        Err(e) => return Err(explain(e, &args.target, &target)),
+    };
     let mut out = std::io::stdout().lock();
     print_changes(&mut out, &a.changes, args.verbose)?;
     if let Some(fw) = &a.firewall {
@@ -91,6 +86,54 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The engine's target from `--netns`.
+pub fn target(netns: Option<&str>) -> anyhow::Result<Target> {
+    Ok(match netns {
+        Some(n) => Target::named(n)?,
+        None => Target::Current,
+    })
+}
+
+/// Refuses anything but a regular file (before a lock is taken or a read can block).
+pub fn regular_file(path: &Path) -> anyhow::Result<()> {
+    let m = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?;
+    if !m.is_file() {
+        anyhow::bail!(
+            "{} is not a regular file (a cluster file or a plan JSON is expected)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// An engine error as the user sees it; a plan for another node also names the node of the
+/// cluster file whose address is local, when there is one.
+pub fn explain(e: EngineError, file: &Path, target: &Target) -> anyhow::Error {
+    if let EngineError::WrongNode(w) = &e
+        && !is_json(file)
+    {
+        let c = compile(&FsLoader, file, UseLock::IfPresent);
+        if let Some(cluster) = c.valid_cluster() {
+            let local: BTreeSet<Ipv4Addr> = w.local.iter().map(|a| a.addr()).collect();
+            let here: Vec<&str> = cluster
+                .nodes
+                .iter()
+                .filter(|n| local.contains(&n.address.value.addr()))
+                .map(|n| n.name.value.as_str())
+                .collect();
+            if let [one] = here.as_slice() {
+                return anyhow::anyhow!("{e}; this machine is node {one}: pass --node {one}");
+            }
+        }
+        let _ = target;
+    }
+    anyhow::Error::new(e)
+}
+
+fn is_json(p: &Path) -> bool {
+    p.extension().is_some_and(|e| e == "json")
+}
+
 /// Prints up to `SHOWN` change lines (all with `verbose`).
 pub fn print_changes(
     out: &mut impl std::io::Write,
@@ -111,17 +154,16 @@ pub fn print_changes(
     Ok(())
 }
 
-/// The plan to apply, with file paths under `root`: read from a plan JSON, or compiled from
-/// a cluster file for `node` (default: the node whose address is local). `Err(code)` when
-/// the problem has been reported already.
+/// The plan to apply, as compiled (the engine roots file paths): read from a plan JSON, or
+/// compiled from a cluster file for `node` (default: the node whose address is local in
+/// `ns`). `Err(code)` when the problem has been reported already.
 pub fn load_plan(
     target: &Path,
     node: Option<&str>,
-    root: Option<&Path>,
+    ns: &Target,
     diagnostics: DiagFormat,
 ) -> anyhow::Result<Result<NodePlan, i32>> {
-    let is_json = target.extension().is_some_and(|e| e == "json");
-    let plan = if is_json {
+    let plan = if is_json(target) {
         let text = std::fs::read_to_string(target)
             .with_context(|| format!("reading {}", target.display()))?;
         let plan: NodePlan = serde_json::from_str(&text).with_context(|| {
@@ -158,7 +200,7 @@ pub fn load_plan(
         let index = match node {
             Some(n) => planner.index_of(n),
             None => {
-                let name = local_node(cluster)?;
+                let name = local_node(cluster, ns)?;
                 planner.index_of(&name)
             }
         };
@@ -170,22 +212,22 @@ pub fn load_plan(
             }
         }
     };
-    Ok(Ok(match root {
-        Some(r) => plan.with_root(r),
-        None => plan,
-    }))
+    Ok(Ok(plan))
 }
 
-/// The one node whose underlay address is on a local interface.
-fn local_node(cluster: &podnet_compiler::Cluster) -> anyhow::Result<String> {
-    let mut sock = NlSocket::new().context("opening a netlink socket")?;
-    let local: BTreeSet<Ipv4Addr> = sock
-        .dump(RTM_GETADDR, &Addr::dump_request())
-        .context("listing local addresses")?
-        .iter()
-        .filter_map(|m| Addr::parse(m))
-        .map(|a| a.address.addr())
-        .collect();
+/// The one node whose underlay address is on a local interface (in `ns`).
+fn local_node(cluster: &podnet_compiler::Cluster, ns: &Target) -> anyhow::Result<String> {
+    let local: BTreeSet<Ipv4Addr> = ns
+        .run(|| -> std::io::Result<BTreeSet<Ipv4Addr>> {
+            let mut sock = NlSocket::new()?;
+            Ok(sock
+                .dump(RTM_GETADDR, &Addr::dump_request())?
+                .iter()
+                .filter_map(|m| Addr::parse(m))
+                .map(|a| a.address.addr())
+                .collect())
+        })?
+        .context("listing local addresses")?;
     let found: Vec<&str> = cluster
         .nodes
         .iter()

@@ -16,6 +16,7 @@ use podnet_compiler::plan::{NodePlan, Planner, render_shell, render_text};
 use podnet_compiler::{Diagnostic, FsLoader, UseLock, compile};
 
 use crate::cli::{DiagFormat, PlanArgs, PlanFormat};
+use crate::engine::{Access, Engine};
 use crate::report;
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
@@ -116,46 +117,33 @@ fn out_path(dir: &Path, node: &str, format: PlanFormat) -> anyhow::Result<PathBu
     Ok(dir.join(format!("{node}.{ext}")))
 }
 
-/// `--live`: the `+ ~ -` changes an apply would make on this machine, then a summary.
+/// `--live`: the `+ ~ -` changes an apply would make on this machine (kernel, sysctls,
+/// files and firewall, from the engine's one drift), then a summary.
 fn live(args: &PlanArgs) -> anyhow::Result<i32> {
-    let plan = match super::apply::load_plan(
-        &args.file,
-        args.node.as_deref(),
-        args.root.as_deref(),
-        args.diagnostics,
-    )? {
-        Ok(p) => p,
-        Err(code) => return Ok(code),
-    };
-    let opts = crate::apply::Options {
-        root: args.root.as_deref(),
-        ..Default::default()
-    };
-    let d = crate::apply::live_diff(&plan, opts)?;
-    let fw = crate::firewall::Firewall::new(crate::firewall::Exec::Host);
-    let spec = crate::firewall::FirewallSpec::from(&plan.firewall);
-    let fw_drift = fw.driver(spec.driver)?.plan(&spec)?.drift;
+    super::apply::regular_file(&args.file)?;
+    let target = super::apply::target(args.netns.as_deref())?;
+    let plan =
+        match super::apply::load_plan(&args.file, args.node.as_deref(), &target, args.diagnostics)?
+        {
+            Ok(p) => p,
+            Err(code) => return Ok(code),
+        };
+    let engine = Engine::open(target.clone(), args.root.as_deref(), Access::Read)?;
+    let drift = engine
+        .drift(&plan)
+        .map_err(|e| super::apply::explain(e, &args.file, &target))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    super::apply::print_changes(&mut out, &d, true)?;
-    for x in &fw_drift {
-        writeln!(out, "~ firewall: {x}")?;
-    }
-    for c in &d.conflicts {
-        writeln!(out, "conflict: {c}")?;
-    }
-    let (a, c, r) = d.counts();
-    let pending = !d.is_empty() || !fw_drift.is_empty();
+    super::status::print_drift(&mut out, &drift, true)?;
+    let (a, c, r) = drift.kernel.counts();
+    let fw = drift.firewall.as_ref().is_some_and(|f| !f.is_empty());
+    let pending = !drift.is_empty();
     if pending {
         writeln!(
             out,
             "node {}: {a} to add, {c} to change, {r} to remove{}",
             plan.node,
-            if fw_drift.is_empty() {
-                ""
-            } else {
-                ", firewall to rewrite"
-            }
+            if fw { ", firewall to rewrite" } else { "" }
         )?;
     } else {
         writeln!(
@@ -165,7 +153,7 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
         )?;
     }
     out.flush()?;
-    if !d.conflicts.is_empty() {
+    if !drift.kernel.conflicts.is_empty() {
         return Ok(1);
     }
     Ok(if pending && args.detailed_exitcode {

@@ -1,44 +1,30 @@
 //! `podnet status`: what podnet owns on this node (counts per kind of object), which plan
-//! was applied last, and whether the kernel and files drifted from it.
+//! was applied last, and the engine's drift from it: kernel objects, sysctls, files and
+//! the firewall.
 
 use std::io::Write as _;
 
-use anyhow::Context as _;
-use podnet_compiler::lower::defaults::ROUTE_PROTOCOL;
-
-use crate::apply::empty_plan;
 use crate::cli::StatusArgs;
-use crate::diff::diff;
-use crate::journal::Journal;
-use crate::kernel::nl::NlSocket;
-use crate::observe::{Scope, observe};
+use crate::engine::{Access, Drift, Engine};
 
 pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
-    let root = args.root.as_deref();
-    let j = Journal::load(root)?;
-    let mut sock = NlSocket::new().context("opening a netlink socket")?;
-    let last = Journal::load_plan(root)?;
-    let plan = last
-        .as_ref()
-        .filter(|_| j.as_ref().is_some_and(|j| j.plan_hash.is_some()));
-    let protocol = plan.map_or(ROUTE_PROTOCOL, |p| p.route_protocol);
-    let scope = Scope {
-        journal: j.as_ref(),
-    };
-    let obs = observe(&mut sock, plan, scope, protocol).context("reading kernel state")?;
+    let target = super::apply::target(args.netns.as_deref())?;
+    let engine = Engine::open(target, args.root.as_deref(), Access::Read)?;
+    let obs = engine.owned()?;
+    let drift = engine.drift_from_last()?;
     let mut out = std::io::stdout().lock();
-    match (&j, plan) {
-        (_, Some(p)) => writeln!(
+    match (engine.journal(), &drift) {
+        (Some(j), Some(_)) => writeln!(
             out,
             "node {} of cluster {} (last applied plan)",
-            p.node, p.cluster
+            j.node, j.cluster
         )?,
         (Some(j), None) => writeln!(
             out,
             "node {} of cluster {}: an apply started but did not finish",
             j.node, j.cluster
         )?,
-        (None, None) => writeln!(out, "no journal: podnet has not applied anything here")?,
+        (None, _) => writeln!(out, "no journal: podnet has not applied anything here")?,
     }
     let owned_links: Vec<&str> = obs
         .links
@@ -68,26 +54,44 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     writeln!(out, "fdb:        {}", obs.fdb.len())?;
     let files = obs.files.values().filter(|f| f.is_some()).count();
     writeln!(out, "files:      {files}")?;
-    let drift = match plan {
-        Some(p) => diff(p, &obs),
-        None => {
-            let mut d = diff(&empty_plan(protocol), &obs);
-            d.ops.clear();
-            d
-        }
+    let Some(drift) = drift else {
+        writeln!(out, "drift:      unknown (no plan was applied in full)")?;
+        return Ok(0);
     };
-    if drift.is_empty() && drift.conflicts.is_empty() {
+    if drift.is_empty() {
         writeln!(out, "drift:      none")?;
         return Ok(0);
     }
-    let (a, c, r) = drift.counts();
+    let (a, c, r) = drift.kernel.counts();
+    let fw = drift.firewall.as_ref().map_or(0, Vec::len);
     writeln!(
         out,
-        "drift:      {a} missing, {c} different, {r} unexpected"
+        "drift:      {a} missing, {c} different, {r} unexpected{}",
+        if fw > 0 {
+            format!(", firewall: {fw} difference(s)")
+        } else {
+            String::new()
+        }
     )?;
-    super::apply::print_changes(&mut out, &drift, false)?;
-    for c in &drift.conflicts {
-        writeln!(out, "conflict: {c}")?;
+    print_drift(&mut out, &drift, false)?;
+    if !drift.kernel.conflicts.is_empty() {
+        return Ok(1);
     }
     Ok(if args.detailed_exitcode { 2 } else { 0 })
+}
+
+/// The drift's lines: kernel, sysctl and file changes, the firewall's, then conflicts.
+pub fn print_drift(
+    out: &mut impl std::io::Write,
+    drift: &Drift,
+    verbose: bool,
+) -> std::io::Result<()> {
+    super::apply::print_changes(out, &drift.kernel, verbose)?;
+    for x in drift.firewall.iter().flatten() {
+        writeln!(out, "~ firewall: {x}")?;
+    }
+    for c in &drift.kernel.conflicts {
+        writeln!(out, "conflict: {c}")?;
+    }
+    Ok(())
 }

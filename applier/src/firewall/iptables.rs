@@ -38,6 +38,10 @@ pub const NAT_CHAIN: &str = "PODNET-POSTRTG";
 pub const FILTER_CHAIN: &str = "PODNET-FWD";
 /// The comment on podnet's jump rules.
 pub const COMMENT: &str = "podnet";
+/// The nftables tables iptables-nft creates on first use (`nft` notation): podnet records
+/// the ones that did not exist before its first write and removes them at teardown when
+/// nothing else is left in them.
+pub const TOOL_TABLES: &[&str] = &["ip nat", "ip filter"];
 
 /// Which kernel backend the iptables tools drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -42,6 +42,15 @@ impl Driver {
     }
 }
 
+impl From<podnet_compiler::plan::FirewallDriver> for Driver {
+    fn from(d: podnet_compiler::plan::FirewallDriver) -> Driver {
+        match d {
+            podnet_compiler::plan::FirewallDriver::Nftables => Driver::Nftables,
+            podnet_compiler::plan::FirewallDriver::Iptables => Driver::Iptables,
+        }
+    }
+}
+
 impl fmt::Display for Driver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
@@ -415,12 +424,8 @@ pub(crate) fn dedup(nets: &[Ipv4Net]) -> Vec<Ipv4Net> {
 impl From<&podnet_compiler::plan::Firewall> for FirewallSpec {
     /// The firewall section of a node's plan, as the drivers take it.
     fn from(f: &podnet_compiler::plan::Firewall) -> Self {
-        use podnet_compiler::plan::FirewallDriver as P;
         FirewallSpec {
-            driver: match f.driver {
-                P::Nftables => Driver::Nftables,
-                P::Iptables => Driver::Iptables,
-            },
+            driver: Driver::from(f.driver),
             masquerade: f
                 .masquerade
                 .iter()

@@ -5,6 +5,7 @@
 pub mod addr;
 pub mod link;
 pub mod neigh;
+pub mod netns;
 pub mod nexthop;
 pub mod nl;
 pub mod route;
