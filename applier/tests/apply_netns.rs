@@ -8,7 +8,7 @@ mod support;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::NetNs;
@@ -16,76 +16,7 @@ use podnet_compiler::plan::{NodePlan, Planner};
 use podnet_compiler::{FsLoader, UseLock, compile};
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_podnet");
-
-/// A simulated node: its namespace, the underlay peer and a root directory.
-struct Node {
-    ns: NetNs,
-    _peer: NetNs,
-    root: tempfile::TempDir,
-}
-
-impl Node {
-    fn new(tag: &str, address: &str) -> Node {
-        let ns = NetNs::new(tag);
-        let peer = NetNs::new(&format!("{tag}u"));
-        // No IPv6 duplicate address detection: eth0's link-local address (and its local
-        // route) is then complete before the first snapshot instead of appearing later.
-        ns.sh("sysctl", &["-qw", "net.ipv6.conf.default.accept_dad=0"]);
-        common::veth(&ns, "eth0", &peer, "eth0");
-        ns.ip(&["addr", "add", address, "dev", "eth0"]);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while ns
-            .ip(&["-6", "route", "show", "table", "local", "dev", "eth0"])
-            .is_empty()
-        {
-            assert!(
-                Instant::now() < deadline,
-                "eth0 link-local address never appeared"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Node {
-            ns,
-            _peer: peer,
-            root: tempfile::tempdir().expect("root dir"),
-        }
-    }
-
-    fn root(&self) -> &str {
-        self.root.path().to_str().expect("utf-8 root")
-    }
-
-    /// Runs `podnet ARGS… --root ROOT` in the namespace.
-    fn podnet(&self, args: &[&str]) -> Output {
-        let mut a: Vec<&str> = args.to_vec();
-        a.extend(["--root", self.root()]);
-        self.ns.exec(BIN, &a)
-    }
-
-    /// Like `podnet`, asserting exit 0; returns stdout.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.podnet(args);
-        assert!(
-            out.status.success(),
-            "podnet {args:?} in {} exited {:?}\nstdout:\n{}\nstderr:\n{}",
-            self.ns.name,
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn json(&self, program: &str, args: &[&str]) -> Value {
-        let out = self.ns.sh(program, args);
-        if out.trim().is_empty() {
-            Value::Array(Vec::new())
-        } else {
-            serde_json::from_str(&out).expect("JSON dump")
-        }
-    }
-}
+use common::node::{Node, bin};
 
 fn plan_for(file: &Path, node: &str) -> NodePlan {
     let c = compile(&FsLoader, file, UseLock::IfPresent);
@@ -690,7 +621,7 @@ fn kill_9_during_a_5000_node_apply_then_apply_again_converges() {
                 "netns",
                 "exec",
                 &n.ns.name,
-                BIN,
+                &bin(),
                 "apply",
                 f,
                 "--root",
@@ -757,7 +688,7 @@ fn a_plan_json_applies_and_bad_input_changes_nothing() {
     let f = f.to_str().expect("utf-8");
     let n = Node::new("pj", "192.168.56.12/24");
     let json =
-        n.ns.sh(BIN, &["plan", f, "--node", "n2", "--format", "json"]);
+        n.ns.sh(&bin(), &["plan", f, "--node", "n2", "--format", "json"]);
     let plan_file = write(dir.path(), "n2.json", &json);
     let out = n.ok(&["apply", plan_file.to_str().expect("utf-8")]);
     assert!(
@@ -966,7 +897,7 @@ fn pods_on_two_nodes_reach_each_other_with_every_backend() {
             ]);
             let root = tempfile::tempdir().expect("root");
             let out = ns.exec(
-                BIN,
+                &bin(),
                 &["apply", f, "--root", root.path().to_str().expect("utf-8")],
             );
             assert!(

@@ -35,6 +35,9 @@ pub fn run(args: &TeardownArgs) -> anyhow::Result<i32> {
             out,
             "no journal: removed {removed} object(s) that carry podnet's markers"
         )?;
+        for u in &t.unchecked {
+            writeln!(out, "not checked: {u}")?;
+        }
         if !t.unrestored.is_empty() {
             for u in &t.unrestored {
                 writeln!(out, "not restored: {u}")?;

@@ -34,6 +34,9 @@ pub struct TornDown {
     pub journaled: bool,
     /// Without a journal: what could not be restored because its prior state is unknown.
     pub unrestored: Vec<String>,
+    /// Without a journal: state that could not even be looked for (a firewall driver whose
+    /// tool is missing; podnet never writes through a driver whose tool is missing).
+    pub unchecked: Vec<String>,
 }
 
 impl TornDown {
@@ -92,6 +95,7 @@ fn run(
     }
     let mut removed_fw = Vec::new();
     let mut unrestored = Vec::new();
+    let mut unchecked = Vec::new();
     if firewall == FirewallMode::Managed {
         let drivers: Vec<FirewallDriver> = match loaded {
             Some(j) => j.firewalls.iter().copied().collect(),
@@ -106,7 +110,7 @@ fn run(
                         t.to_string(),
                     ));
                 } else {
-                    unrestored.push(format!(
+                    unchecked.push(format!(
                         "the {} firewall state (`{}` is not installed to look for it)",
                         name(driver),
                         t.program
@@ -164,6 +168,7 @@ fn run(
         remaining,
         journaled: loaded.is_some(),
         unrestored,
+        unchecked,
     })
 }
 

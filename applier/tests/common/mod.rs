@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cni;
+pub mod node;
 
 use std::fs::File;
 use std::process::{Command, Output};
