@@ -11,4 +11,5 @@ pub mod firewall;
 pub mod journal;
 pub mod kernel;
 pub mod observe;
+pub mod plan_cache;
 pub mod report;

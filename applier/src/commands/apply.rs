@@ -17,7 +17,7 @@ use crate::engine::{Access, Engine, EngineError};
 use crate::kernel::addr::{Addr, RTM_GETADDR};
 use crate::kernel::netns::Target;
 use crate::kernel::nl::NlSocket;
-use crate::report;
+use crate::{plan_cache, report};
 
 /// Lines of changes printed without `--verbose`.
 const SHOWN: usize = 50;
@@ -37,6 +37,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
             args.node.as_deref(),
             &target,
             args.diagnostics,
+            Some(root),
         );
         (plan, early.join().ok().flatten())
     });
@@ -156,12 +157,15 @@ pub fn print_changes(
 
 /// The plan to apply, as compiled (the engine roots file paths): read from a plan JSON, or
 /// compiled from a cluster file for `node` (default: the node whose address is local in
-/// `ns`). `Err(code)` when the problem has been reported already.
+/// `ns`). With `cache: Some(root)`, a cluster file's plan comes from the compiled-plan
+/// cache under that root when every input still reads the same, and a fresh compile is
+/// stored there. `Err(code)` when the problem has been reported already.
 pub fn load_plan(
     target: &Path,
     node: Option<&str>,
     ns: &Target,
     diagnostics: DiagFormat,
+    cache: Option<Option<&Path>>,
 ) -> anyhow::Result<Result<NodePlan, i32>> {
     let plan = if is_json(target) {
         let text = std::fs::read_to_string(target)
@@ -190,22 +194,35 @@ pub fn load_plan(
         }
         plan
     } else {
-        let c = compile(&FsLoader, target, UseLock::IfPresent);
+        if let Some(root) = cache
+            && let Some(plan) = plan_cache::lookup(root, node, || local_addresses(ns))
+        {
+            return Ok(Ok(plan));
+        }
+        let rec = plan_cache::Recorder::new();
+        let c = compile(&rec, target, UseLock::IfPresent);
         let Some(cluster) = c.valid_cluster() else {
             report::print(&c.sources, &c.diagnostics, diagnostics)?;
             eprintln!("error: nothing was changed: the cluster file has errors");
             return Ok(Err(1));
         };
         let planner = Planner::new(cluster);
+        let mut local = Vec::new();
         let index = match node {
             Some(n) => planner.index_of(n),
             None => {
-                let name = local_node(cluster, ns)?;
+                local = local_addresses(ns)?;
+                let name = local_node(cluster, &local)?;
                 planner.index_of(&name)
             }
         };
         match index.and_then(|i| planner.plan(i)) {
-            Ok(p) => p,
+            Ok(p) => {
+                if let Some(root) = cache {
+                    plan_cache::store(root, node, local, rec, &p);
+                }
+                p
+            }
             Err(d) => {
                 report::print(&c.sources, &[d], diagnostics)?;
                 return Ok(Err(1));
@@ -215,19 +232,22 @@ pub fn load_plan(
     Ok(Ok(plan))
 }
 
-/// The one node whose underlay address is on a local interface (in `ns`).
-fn local_node(cluster: &podnet_compiler::Cluster, ns: &Target) -> anyhow::Result<String> {
-    let local: BTreeSet<Ipv4Addr> = ns
-        .run(|| -> std::io::Result<BTreeSet<Ipv4Addr>> {
-            let mut sock = NlSocket::new()?;
-            Ok(sock
-                .dump(RTM_GETADDR, &Addr::dump_request())?
-                .iter()
-                .filter_map(|m| Addr::parse(m))
-                .map(|a| a.address.addr())
-                .collect())
-        })?
-        .context("listing local addresses")?;
+/// The IPv4 addresses configured in `ns`, sorted, without repeats.
+fn local_addresses(ns: &Target) -> std::io::Result<Vec<Ipv4Addr>> {
+    let set = ns.run(|| -> std::io::Result<BTreeSet<Ipv4Addr>> {
+        let mut sock = NlSocket::new()?;
+        Ok(sock
+            .dump(RTM_GETADDR, &Addr::dump_request())?
+            .iter()
+            .filter_map(|m| Addr::parse(m))
+            .map(|a| a.address.addr())
+            .collect())
+    })??;
+    Ok(set.into_iter().collect())
+}
+
+/// The one node whose underlay address is among `local`.
+fn local_node(cluster: &podnet_compiler::Cluster, local: &[Ipv4Addr]) -> anyhow::Result<String> {
     let found: Vec<&str> = cluster
         .nodes
         .iter()

@@ -122,12 +122,16 @@ fn out_path(dir: &Path, node: &str, format: PlanFormat) -> anyhow::Result<PathBu
 fn live(args: &PlanArgs) -> anyhow::Result<i32> {
     super::apply::regular_file(&args.file)?;
     let target = super::apply::target(args.netns.as_deref())?;
-    let plan =
-        match super::apply::load_plan(&args.file, args.node.as_deref(), &target, args.diagnostics)?
-        {
-            Ok(p) => p,
-            Err(code) => return Ok(code),
-        };
+    let plan = match super::apply::load_plan(
+        &args.file,
+        args.node.as_deref(),
+        &target,
+        args.diagnostics,
+        None,
+    )? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
     let engine = Engine::open(target.clone(), args.root.as_deref(), Access::Read)?;
     let drift = engine
         .drift(&plan)
