@@ -180,3 +180,240 @@ fn adding_a_node_changes_only_its_lock_entry() {
     // check now uses the lock: every node has a subnet and the file is clean.
     assert_eq!(podnet(&["check", s(&f)]).status.code(), Some(0));
 }
+
+// ---- inputs read safely -------------------------------------------------------------------
+
+/// Runs podnet, killing it (and failing the test) if it takes longer than `secs`.
+fn podnet_within(secs: u64, args: &[&str]) -> Output {
+    use std::time::{Duration, Instant};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_podnet"))
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn podnet");
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("podnet {args:?} did not finish within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+const TWO_NODES: &str = "cluster c {\n    pod-cidr 10.244.0.0/16\n}\nnode a { address 10.0.0.1/24 }\nnode b { address 10.0.0.2/24 }\n";
+
+#[test]
+fn an_unreadable_lock_is_an_error_and_is_left_untouched() {
+    for case in ["directory", "not-utf8", "not-toml"] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let f = dir.path().join("cluster.podnet");
+        std::fs::write(&f, TWO_NODES).expect("write");
+        let lock = dir.path().join("cluster.podnet.lock");
+        let bytes: &[u8] = match case {
+            "directory" => {
+                std::fs::create_dir(&lock).expect("mkdir");
+                b""
+            }
+            "not-utf8" => b"version = 1\ncluster = \"c\xff\"\n",
+            _ => b"version = 1\ncluster = [\n",
+        };
+        if case != "directory" {
+            std::fs::write(&lock, bytes).expect("write lock");
+        }
+        for args in [
+            vec!["lock", s(&f)],
+            vec!["lock", "--check", s(&f)],
+            vec!["check", s(&f)],
+            vec!["plan", s(&f), "--node", "a"],
+        ] {
+            let out = podnet_within(30, &args);
+            let err = stderr(&out);
+            assert_eq!(out.status.code(), Some(1), "{case} {args:?}: {err}");
+            assert!(
+                err.contains("cluster.podnet.lock"),
+                "{case} {args:?}: names the lock file: {err}"
+            );
+            if case == "directory" {
+                assert!(lock.is_dir(), "{case} {args:?}: lock replaced");
+            } else {
+                assert_eq!(
+                    std::fs::read(&lock).expect("lock"),
+                    bytes,
+                    "{case} {args:?}: lock rewritten"
+                );
+            }
+        }
+        let json = podnet_within(30, &["check", "--format", "json", s(&f)]);
+        let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("json");
+        let d = &v[0];
+        assert!(
+            d["file"]
+                .as_str()
+                .is_some_and(|p| p.ends_with("cluster.podnet.lock")),
+            "{case}: located in the lock file: {v}"
+        );
+        assert!(d["help"].is_string() && d["line"].is_u64(), "{case}: {v}");
+    }
+}
+
+#[test]
+fn an_include_outside_the_cluster_directory_is_refused_unread() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let repo = dir.path().join("repo");
+    std::fs::create_dir_all(repo.join("racks")).expect("mkdir");
+    let secret = dir.path().join("secret.podnet");
+    std::fs::write(&secret, "node TOP-SECRET-CONTENT { address 10.0.0.9/24 }\n").expect("write");
+    std::os::unix::fs::symlink(&secret, repo.join("racks/evil.podnet")).expect("symlink");
+    for include in ["../secret.podnet", "racks/evil.podnet", "racks/*.podnet"] {
+        let f = repo.join("cluster.podnet");
+        std::fs::write(
+            &f,
+            format!("cluster c {{\n    pod-cidr 10.244.0.0/16\n}}\ninclude \"{include}\"\n"),
+        )
+        .expect("write");
+        for format in ["human", "json"] {
+            let out = podnet_within(30, &["check", "--format", format, s(&f)]);
+            let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+            assert_eq!(out.status.code(), Some(1), "{include}: {all}");
+            assert!(all.contains("podnet::include_outside"), "{include}: {all}");
+            assert!(
+                !all.contains("TOP-SECRET"),
+                "{include}: content shown: {all}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_glob_through_a_symlink_loop_ends() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let racks = dir.path().join("racks");
+    std::fs::create_dir_all(racks.join("r1")).expect("mkdir");
+    std::os::unix::fs::symlink("..", racks.join("loop")).expect("symlink");
+    std::fs::write(
+        racks.join("r1/a.podnet"),
+        "node a { address 10.0.0.1/24 }\n",
+    )
+    .expect("a");
+    std::fs::write(racks.join("b.podnet"), "node b { address 10.0.0.2/24 }\n").expect("b");
+    let f = dir.path().join("cluster.podnet");
+    std::fs::write(
+        &f,
+        "cluster c {\n    pod-cidr 10.244.0.0/16\n}\ninclude \"racks/**/*.podnet\"\n",
+    )
+    .expect("write");
+    let out = podnet_within(20, &["check", s(&f)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("2 nodes"), "{err}");
+}
+
+#[test]
+fn only_regular_files_are_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.podnet");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let out = podnet_within(10, &["check", s(&fifo)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("not a regular file"), "{err}");
+    let out = podnet_within(10, &["fmt", s(&fifo)]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+
+    // The same as an include, and a directory as the cluster file or an include.
+    std::fs::create_dir(dir.path().join("dir.podnet")).expect("mkdir");
+    let f = dir.path().join("cluster.podnet");
+    for include in ["fifo.podnet", "dir.podnet"] {
+        std::fs::write(
+            &f,
+            format!("cluster c {{\n    pod-cidr 10.244.0.0/16\n}}\ninclude \"{include}\"\n"),
+        )
+        .expect("write");
+        let out = podnet_within(10, &["check", s(&f)]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{include}: {err}");
+        assert!(err.contains("not a regular file"), "{include}: {err}");
+    }
+    let out = podnet_within(10, &["check", s(&dir.path().join("dir.podnet"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("not a regular file"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_input_over_the_size_limit_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("huge.podnet");
+    let file = std::fs::File::create(&f).expect("create");
+    file.set_len(65 << 20).expect("sparse file");
+    let out = podnet_within(10, &["check", s(&f)]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("larger than the 64 MiB limit"), "{err}");
+}
+
+// ---- symlinks are written through ---------------------------------------------------------
+
+#[test]
+fn fmt_formats_a_symlink_target_and_keeps_the_link() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir(dir.path().join("real")).expect("mkdir");
+    let target = dir.path().join("real/c.podnet");
+    std::fs::write(&target, "cluster c{pod-cidr 10.244.0.0/16}\n").expect("write");
+    let link = dir.path().join("c.podnet");
+    std::os::unix::fs::symlink("real/c.podnet", &link).expect("symlink");
+    let out = podnet(&["fmt", s(&link)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .expect("link")
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&target).expect("read"),
+        "cluster c { pod-cidr 10.244.0.0/16 }\n"
+    );
+    assert_eq!(podnet(&["fmt", "--check", s(&link)]).status.code(), Some(0));
+}
+
+#[test]
+fn lock_writes_through_a_symlinked_lock_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("cluster.podnet");
+    std::fs::write(&f, TWO_NODES).expect("write");
+    std::fs::create_dir(dir.path().join("store")).expect("mkdir");
+    let lock = dir.path().join("cluster.podnet.lock");
+    std::os::unix::fs::symlink("store/c.lock", &lock).expect("symlink");
+    // A dangling link is a lock yet to be written, at its target.
+    let out = podnet(&["lock", s(&f)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    std::fs::write(&f, format!("{TWO_NODES}node d {{ address 10.0.0.4/24 }}\n")).expect("write");
+    let out = podnet(&["lock", s(&f)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        std::fs::symlink_metadata(&lock)
+            .expect("link")
+            .file_type()
+            .is_symlink(),
+        "the link was replaced by a file"
+    );
+    let text = std::fs::read_to_string(dir.path().join("store/c.lock")).expect("target");
+    assert!(text.contains("\"d\" = \"10.244.2.0/24\""), "{text}");
+    assert_eq!(podnet(&["lock", "--check", s(&f)]).status.code(), Some(0));
+}

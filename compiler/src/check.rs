@@ -13,6 +13,8 @@ use crate::model::{Backend, Cluster, MasqueradeMode};
 pub const MAX_SUBNET_LEN: u8 = 30;
 /// Smallest pod MTU accepted (every IPv4 host must accept 576-byte datagrams).
 pub const MIN_POD_MTU: u32 = 576;
+/// Largest MTU accepted anywhere (the IPv4 total-length limit).
+pub const MAX_MTU: u32 = 65535;
 
 /// Runs every check on a lowered cluster.
 pub fn check(c: &Cluster, diags: &mut Vec<Diagnostic>) {

@@ -35,6 +35,8 @@ macro_rules! codes {
 
 codes! {
     Io => "podnet::io", "A file could not be read, or is not UTF-8.";
+    NotAFile => "podnet::io::not_a_file", "An input (cluster file, include or lock file) is a directory, FIFO, device or socket, not a regular file.";
+    InputTooLarge => "podnet::io::too_large", "An input file is larger than podnet reads (64 MiB).";
     UnterminatedString => "podnet::syntax::unterminated_string", "A quoted string has no closing quote on its line.";
     InvalidEscape => "podnet::syntax::invalid_escape", "A quoted string contains an unknown escape sequence.";
     UnclosedBlock => "podnet::syntax::unclosed_block", "A `{` has no matching `}`.";
@@ -56,6 +58,7 @@ codes! {
     IncludeEmpty => "podnet::include_empty", "An `include` pattern matches no file (warning).";
     IncludeCycle => "podnet::include_cycle", "A file includes itself, directly or through others.";
     IncludeTwice => "podnet::include_twice", "A file is included more than once.";
+    IncludeOutside => "podnet::include_outside", "An `include` leads outside the root file's directory tree (symlinks resolved); the file is not read.";
     InvalidCidr => "podnet::invalid_cidr", "An address or CIDR is malformed, or its prefix length is out of range.";
     HostBits => "podnet::host_bits", "A network CIDR has host bits set.";
     Ipv6Unsupported => "podnet::ipv6_unsupported", "An IPv6 address is used where podnet supports IPv4 only.";
@@ -75,7 +78,9 @@ codes! {
     MtuTooSmall => "podnet::mtu_too_small", "An MTU is too small to carry pod traffic.";
     MtuTooLarge => "podnet::mtu_too_large", "The pod MTU does not fit in the underlay MTU after encapsulation.";
     ExceptContainsPodCidr => "podnet::except_contains_pod_cidr", "A `masquerade except` entry contains the whole pod CIDR.";
-    InterfaceName => "podnet::interface_name", "An interface name is empty, longer than 15 bytes, or has characters Linux rejects.";
+    InterfaceName => "podnet::interface_name", "An interface name is empty, longer than 15 bytes, starts with `-` or `.`, or has a character other than `A-Za-z0-9_.-`.";
+    CniDir => "podnet::cni_dir", "`cni { dir }` is not an absolute, normalised directory podnet may write to (not `/`, nor under `/proc`, `/sys`, `/dev`, `/boot`).";
+    CniFile => "podnet::cni_file", "`cni { file }` is not a plain `NAME.conflist` or `NAME.conf` file name.";
     RouteProtocolReserved => "podnet::route_protocol_reserved", "`route-protocol` is one the kernel or other tools use (0-4) or above 255.";
     VtepMacCollision => "podnet::vtep_mac_collision", "Two nodes derive the same VTEP MAC address.";
     LockInvalid => "podnet::lock::invalid", "The lock file is malformed.";

@@ -85,7 +85,7 @@ impl Lock {
             diags.push(
                 Diagnostic::error(Code::LockInvalid, msg)
                     .at(at, "here")
-                    .help("regenerate it with `podnet lock` (existing allocations are kept where valid)"),
+                    .help("fix this entry (git history has the last good lock); `podnet lock` refuses to reallocate over a malformed lock, since subnets would move"),
             );
         };
         let doc = match DeTable::parse(&text) {
@@ -307,16 +307,31 @@ pub fn allocate(
     })
 }
 
-/// Reads the lock file at `path` into `sources`, if it exists.
+/// Reads the lock file at `path` into `sources`. Only a lock that does not exist is `None`
+/// without a diagnostic: one that exists but cannot be read (a directory, not UTF-8, too
+/// large, no permission) or does not parse is an error located at the lock file, never
+/// taken for a missing lock (that would reallocate, and move, every node's subnet).
 pub fn read(
     loader: &dyn crate::load::Loader,
     path: &Path,
     sources: &mut SourceMap,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Lock> {
-    let text = loader.read(path).ok()?;
-    let id = sources.add(path.to_path_buf(), text, SourceKind::Toml);
-    Lock::parse(sources, id, diags)
+    match loader.read(path) {
+        Ok(text) => {
+            let id = sources.add(path.to_path_buf(), text, SourceKind::Toml);
+            Lock::parse(sources, id, diags)
+        }
+        Err(crate::load::ReadError::NotFound) => None,
+        Err(e) => {
+            let d = crate::load::unreadable(sources, path, "the lock file", &e).help(
+                "restore the lock file (e.g. from git) as a UTF-8 TOML file; podnet does not \
+                 reallocate over a lock it cannot read, since subnets would move",
+            );
+            diags.push(d);
+            None
+        }
+    }
 }
 
 /// Fills in node subnets from the lock (nodes without `subnet` in the file). A lock written

@@ -8,12 +8,17 @@ use std::str::FromStr;
 
 use ipnet::Ipv4Net;
 
+use crate::check::{MAX_MTU, MIN_POD_MTU};
 use crate::diag::{Code, Diagnostic};
 use crate::model::{
     Backend, Cluster, Cni, FirewallKind, Masquerade, MasqueradeMode, Node, Spanned, Vxlan,
 };
 use crate::span::Span;
 use crate::syntax::{Arg, Item, Statement, statements};
+use crate::validate::{
+    MAX_LINK_NAME, MIN_ROUTE_PROTOCOL, cni_dir_problem, cni_file_problem, link_name_problem,
+    route_protocol_owner,
+};
 
 /// Keys of the `cluster` block. The JSON Schema in `schemas/` is tested against these tables.
 pub const CLUSTER_KEYS: &[&str] = &[
@@ -359,30 +364,27 @@ impl Lower<'_> {
         None
     }
 
+    /// A link name (the underlay `interface`, `cni { bridge }`, vxlan `device`): the rule
+    /// plans are validated with ([`link_name_problem`]).
     fn ifname(&mut self, a: &Arg) -> Option<String> {
         let n = &a.text;
-        let problem = if n.is_empty() {
-            Some("is empty")
-        } else if n.len() > 15 {
-            Some("is longer than 15 bytes")
-        } else if n == "." || n == ".." {
-            Some("is reserved")
-        } else if n.chars().any(|c| c == '/' || c == ':' || c.is_whitespace()) {
-            Some("contains `/`, `:` or white space")
-        } else {
-            None
+        let Some(p) = link_name_problem(n) else {
+            return Some(n.clone());
         };
-        match problem {
-            None => Some(n.clone()),
-            Some(p) => {
-                self.push(
-                    Diagnostic::error(Code::InterfaceName, format!("interface name `{n}` {p}"))
-                        .at(a.span, format!("{} bytes", n.len()))
-                        .help("Linux interface names are 1 to 15 bytes without `/`, `:` or spaces"),
-                );
-                None
-            }
-        }
+        let label = if n.is_empty() || n.len() > MAX_LINK_NAME {
+            format!("{} bytes", n.len())
+        } else {
+            "not a valid interface name".to_string()
+        };
+        self.push(
+            Diagnostic::error(Code::InterfaceName, format!("interface name `{n}` {p}"))
+                .at(a.span, label)
+                .help(
+                    "interface names are 1 to 15 bytes of A-Z, a-z, 0-9, `_`, `.` and `-`, \
+                     not starting with `-` or `.`",
+                ),
+        );
+        None
     }
 
     fn string(&mut self, s: &Statement, what: &str) -> Option<String> {
@@ -537,8 +539,14 @@ impl Lower<'_> {
 
     fn mtu_value(&mut self, st: &Statement) -> Option<Spanned<u32>> {
         let a = self.one(st, "1500")?;
-        self.int::<u32>(a, 576, 65535, Code::MtuTooSmall, "MTU")
-            .map(|v| Spanned::new(v, a.span))
+        self.int::<u32>(
+            a,
+            u64::from(MIN_POD_MTU),
+            u64::from(MAX_MTU),
+            Code::MtuTooSmall,
+            "MTU",
+        )
+        .map(|v| Spanned::new(v, a.span))
     }
 
     fn cluster(&mut self, s: &Statement) -> Option<Cluster> {
@@ -595,7 +603,13 @@ impl Lower<'_> {
                 Some(a) if a.text == "auto" => {}
                 Some(a) => {
                     mtu = self
-                        .int::<u32>(a, 576, 65535, Code::MtuTooSmall, "MTU")
+                        .int::<u32>(
+                            a,
+                            u64::from(MIN_POD_MTU),
+                            u64::from(MAX_MTU),
+                            Code::MtuTooSmall,
+                            "MTU",
+                        )
                         .map(|v| Spanned::new(v, a.span));
                     ok &= mtu.is_some();
                 }
@@ -618,8 +632,14 @@ impl Lower<'_> {
         .unwrap_or(FirewallKind::Nftables);
         let forward_accept = opt!("forward-accept", |st| self.switch(st)).unwrap_or(true);
         let route_protocol = opt!("route-protocol", |st| self.one(st, "77").and_then(|a| {
-            let v = self.int::<u8>(a, 5, 255, Code::RouteProtocolReserved, "route protocol")?;
-            if let Some((_, owner)) = WELL_KNOWN_PROTOCOLS.iter().find(|(n, _)| *n == v) {
+            let v = self.int::<u8>(
+                a,
+                u64::from(MIN_ROUTE_PROTOCOL),
+                255,
+                Code::RouteProtocolReserved,
+                "route protocol",
+            )?;
+            if let Some(owner) = route_protocol_owner(v) {
                 self.push(
                     Diagnostic::error(
                         Code::RouteProtocolReserved,
@@ -843,15 +863,38 @@ impl Lower<'_> {
         set!("hairpin", c.hairpin, |l: &mut Self, st| l.switch(st));
         set!("portmap", c.portmap, |l: &mut Self, st| l.switch(st));
         set!("bandwidth", c.bandwidth, |l: &mut Self, st| l.switch(st));
-        set!("dir", c.dir, |l: &mut Self, st| l
-            .string(st, "/etc/cni/net.d"));
+        set!("dir", c.dir, |l: &mut Self, st: &Statement| {
+            let d = l.string(st, "/etc/cni/net.d")?;
+            // One trailing `/` is harmless; the rest must be the rule plans are checked by.
+            let d = if d.len() > 1 {
+                d.strip_suffix('/').unwrap_or(&d)
+            } else {
+                &d
+            };
+            if let Some(p) = cni_dir_problem(d) {
+                l.push(
+                    Diagnostic::error(Code::CniDir, format!("CNI directory `{d}` {p}"))
+                        .at(st.args[0].span, "not a directory podnet may write to")
+                        .help(
+                            "write an absolute, normalised directory outside /proc, /sys, /dev \
+                             and /boot, e.g. `dir /etc/cni/net.d`",
+                        ),
+                );
+                return None;
+            }
+            Some(d.to_string())
+        });
         set!("file", c.file, |l: &mut Self, st: &Statement| {
             let f = l.string(st, "10-podnet.conflist")?;
-            if f.is_empty() || f.contains('/') {
+            if let Some(p) = cni_file_problem(&f) {
                 l.push(
-                    Diagnostic::error(Code::InvalidValue, "`file` must be a plain file name")
-                        .at(st.args[0].span, "contains `/` or is empty")
-                        .help("set the directory with `dir` and the name with `file`"),
+                    Diagnostic::error(Code::CniFile, format!("CNI file name `{f}` {p}"))
+                        .at(st.args[0].span, "not a plain CNI config file name")
+                        .help(
+                            "write a name of A-Z, a-z, 0-9, `_`, `.` and `-` ending in \
+                             `.conflist` (or `.conf`), e.g. `file 10-podnet.conflist`; set the \
+                             directory with `dir`",
+                        ),
                 );
                 return None;
             }

@@ -129,6 +129,10 @@ const COVERED_ELSEWHERE: &[(Code, &str)] = &[
     (Code::UnknownNode, "plan tests (a CLI node name)"),
     (Code::Unallocated, "plan tests (a node with no subnet)"),
     (Code::Exhausted, "tests/lock.rs (a full pod CIDR)"),
+    (
+        Code::InputTooLarge,
+        "applier/tests/cli.rs (a 65 MiB sparse file; too large to keep as a case)",
+    ),
     (Code::VtepMacCollision, "check::tests (a forced collision)"),
 ];
 

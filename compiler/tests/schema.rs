@@ -171,6 +171,26 @@ name = "c"
 pod-cidr = "10.0.0.0/16"
 [[node]]
 name = "a""#,
+        r#"[cluster]
+name = "c"
+pod-cidr = "10.0.0.0/16"
+cni = { dir = "../../.." }"#,
+        r#"[cluster]
+name = "c"
+pod-cidr = "10.0.0.0/16"
+cni = { dir = "/proc/sys" }"#,
+        r#"[cluster]
+name = "c"
+pod-cidr = "10.0.0.0/16"
+cni = { file = "x.sh" }"#,
+        r#"[cluster]
+name = "c"
+pod-cidr = "10.0.0.0/16"
+cni = { bridge = "br\"0" }"#,
+        r#"[cluster]
+name = "c"
+pod-cidr = "10.0.0.0/16"
+interface = "-eth0""#,
     ] {
         let doc: Value = toml::from_str(bad).expect("TOML");
         assert!(!validator.is_valid(&doc), "schema accepted:\n{bad}");

@@ -1,10 +1,12 @@
 //! `podnet fmt`: rewrite files in the canonical layout, or `--check` that they already are.
+//! A symlink is formatted at its target and stays a link ([`write_through`]).
 
 use std::io::{Read, Write};
-use std::path::Path;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 
 use podnet_compiler::span::{FileId, SourceKind, SourceMap};
-use podnet_compiler::{fmt, parse};
+use podnet_compiler::{FsLoader, Loader as _, fmt, parse};
 
 use crate::cli::{DiagFormat, FmtArgs};
 use crate::report;
@@ -18,7 +20,8 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<i32> {
             std::io::stdin().read_to_string(&mut s)?;
             s
         } else {
-            match std::fs::read_to_string(file) {
+            // The compiler's reader: regular files only, size-limited (a FIFO does not hang).
+            match FsLoader.read(file) {
                 Ok(t) => t,
                 Err(e) => {
                     eprintln!("error: cannot read {}: {e}", file.display());
@@ -45,7 +48,7 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<i32> {
                 writeln!(std::io::stdout().lock(), "{}", file.display())?;
                 code = 1;
             } else {
-                write_atomic(file, &formatted)?;
+                write_through(file, formatted.as_bytes())?;
             }
         }
     }
@@ -66,23 +69,33 @@ fn format_text(path: &Path, text: String) -> Option<String> {
     Some(fmt::format(&items))
 }
 
-fn write_atomic(path: &Path, content: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.podnet-fmt.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content.as_bytes())?;
-        f.sync_all()?;
+/// Follows `path` through symlinks (relative targets are relative to the link's directory)
+/// to the file that holds the content; a dangling link gives its target. At most 40 hops,
+/// as the kernel allows.
+pub fn resolve_links(path: &Path) -> std::io::Result<PathBuf> {
+    let mut p = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&p)?;
+                p = match p.parent() {
+                    Some(dir) if target.is_relative() => dir.join(target),
+                    _ => target,
+                };
+            }
+            _ => return Ok(p),
+        }
     }
-    if let Ok(meta) = std::fs::metadata(path) {
-        let _ = std::fs::set_permissions(&tmp, meta.permissions());
-    }
-    std::fs::rename(&tmp, path)
+    Err(std::io::Error::other(format!(
+        "{}: too many levels of symbolic links",
+        path.display()
+    )))
+}
+
+/// Replaces the content of `path` atomically; when `path` is a symlink, the file it points
+/// to is replaced and the link kept. The file keeps its permission bits (new files: 0644).
+pub fn write_through(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let target = resolve_links(path)?;
+    let mode = std::fs::metadata(&target).map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    crate::journal::write_atomic(&target, content, mode)
 }

@@ -2,7 +2,7 @@
 //! `--check` that the lock is up to date (exit 1 and print what would change).
 
 use podnet_compiler::lock::{self, Lock};
-use podnet_compiler::{FsLoader, UseLock, compile};
+use podnet_compiler::{FsLoader, Loader as _, UseLock, compile};
 use std::io::Write as _;
 
 use crate::cli::{DiagFormat, LockArgs};
@@ -21,11 +21,14 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
     let mut diags = Vec::new();
     let old: Option<Lock> = lock::read(&FsLoader, &path, &mut c.sources, &mut diags);
     if !diags.is_empty() {
-        // A malformed lock is reported; allocation then starts afresh (only in write mode).
+        // A lock that exists but cannot be read or parsed is never taken for a missing one:
+        // allocating afresh would move subnets of running nodes.
         report::print(&c.sources, &diags, DiagFormat::Human)?;
-        if args.check {
-            return Ok(1);
-        }
+        eprintln!(
+            "error: {} was not changed: fix it first (or move it away to allocate every node afresh)",
+            path.display()
+        );
+        return Ok(1);
     }
     let mut adiags = Vec::new();
     let Some(new) = lock::allocate(cluster, old.as_ref(), &mut adiags) else {
@@ -58,11 +61,10 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     let text = new.render();
-    let current = std::fs::read_to_string(&path).ok();
+    let current = FsLoader.read(&path).ok();
     if current.as_deref() != Some(text.as_str()) {
-        let tmp = path.with_extension("lock.tmp");
-        std::fs::write(&tmp, &text)?;
-        std::fs::rename(&tmp, &path)?;
+        // Through a symlink to its target: a linked lock stays a link.
+        super::fmt::write_through(&path, text.as_bytes())?;
         eprintln!(
             "{}: {} node(s), {} change(s)",
             path.display(),

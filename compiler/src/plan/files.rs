@@ -8,7 +8,8 @@ use super::types::File;
 use crate::model::{Cluster, MasqueradeMode};
 
 const CNI_VERSION: &str = "1.0.0";
-const FLANNEL_SUBNET_ENV: &str = "/run/flannel/subnet.env";
+/// flannel's subnet file, written with `flannel-compat on`.
+pub const FLANNEL_SUBNET_ENV: &str = "/run/flannel/subnet.env";
 const MODE_644: u32 = 0o644;
 
 // The CNI network configuration list: a wire format of its own (the CNI specification), so

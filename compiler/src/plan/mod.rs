@@ -16,6 +16,7 @@ use ipnet::Ipv4Net;
 use crate::diag::{Code, Diagnostic};
 use crate::model::{Backend, Cluster, FirewallKind, MasqueradeMode, Node};
 
+pub use files::FLANNEL_SUBNET_ENV;
 pub use shell::{IPT_COMMENT, IPT_FILTER_CHAIN, IPT_NAT_CHAIN, NFT_TABLE, render_shell};
 pub use text::render_text;
 pub use types::{
@@ -25,6 +26,9 @@ pub use types::{
 
 /// The version of the plan's JSON form; bumped on any incompatible change.
 pub const FORMAT_VERSION: u32 = 2;
+
+/// The one sysctl a plan sets (to `1`); [`crate::validate`] allows only what is planned.
+pub const IP_FORWARD: &str = "net.ipv4.ip_forward";
 
 /// How many closest node names an unknown-node diagnostic suggests.
 const SUGGESTIONS: usize = 3;
@@ -123,7 +127,7 @@ impl<'c> Planner<'c> {
             },
             route_protocol: c.route_protocol.value,
             sysctls: vec![Sysctl {
-                key: "net.ipv4.ip_forward".to_string(),
+                key: IP_FORWARD.to_string(),
                 value: "1".to_string(),
             }],
             links: vec![Link {
