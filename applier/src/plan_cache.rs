@@ -12,6 +12,7 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use podnet_compiler::load::ReadError;
 use podnet_compiler::plan::NodePlan;
 use podnet_compiler::{FsLoader, Loader};
 use serde::{Deserialize, Serialize};
@@ -94,7 +95,7 @@ fn answer(call: &Call) -> Call {
 }
 
 impl Loader for Recorder {
-    fn read(&self, path: &Path) -> io::Result<String> {
+    fn read(&self, path: &Path) -> Result<String, ReadError> {
         let r = FsLoader.read(path);
         self.calls.borrow_mut().push(Call::Read {
             path: path.to_path_buf(),

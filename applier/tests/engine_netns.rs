@@ -353,3 +353,67 @@ fn teardown_without_a_journal_removes_marked_objects_and_says_what_it_cannot_res
     assert!(extra_links(&n).is_empty());
     assert!(!nft_tables(&n).contains("podnet"), "{}", nft_tables(&n));
 }
+
+#[test]
+fn an_invalid_plan_json_changes_nothing() {
+    let n = Node::new("ip", "10.77.0.1/24");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = cluster_file(dir.path(), CLUSTER);
+    let good = serde_json::to_value(plan_of(&file, "a")).expect("json");
+    n.ns.ip(&["route", "add", "default", "via", "10.77.0.254"]);
+    let routes_before = n.ns.ip(&["route", "show", "table", "all"]);
+    // (what, JSON pointer, value, text the error must contain)
+    let cases: &[(&str, &str, serde_json::Value, &str)] = &[
+        (
+            "route protocol 3",
+            "/route_protocol",
+            3.into(),
+            "protocol 3",
+        ),
+        (
+            "a path with ..",
+            "/files/0/path",
+            "/etc/cni/net.d/../../../tmp/x.conflist".into(),
+            "..",
+        ),
+        ("a setuid mode", "/files/0/mode", 0o4755.into(), "mode"),
+        (
+            "a sysctl podnet does not plan",
+            "/sysctls/0/key",
+            "kernel.core_pattern".into(),
+            "kernel.core_pattern",
+        ),
+        (
+            "an address on eth0",
+            "/addresses/0/dev",
+            "eth0".into(),
+            "eth0",
+        ),
+        (
+            "a 16-byte link name",
+            "/links/0/name",
+            "abcdefghijklmnop".into(),
+            "abcdefghijklmnop",
+        ),
+        ("MTU 0", "/links/0/mtu", 0.into(), "MTU"),
+    ];
+    for (what, pointer, value, needle) in cases {
+        let mut bad = good.clone();
+        *bad.pointer_mut(pointer).expect("pointer") = value.clone();
+        let p = dir.path().join("bad.json");
+        std::fs::write(&p, bad.to_string()).expect("write");
+        let out = n.podnet(&["apply", p.to_str().expect("utf-8")]);
+        assert_eq!(out.status.code(), Some(1), "{what}: {}", stdout(&out));
+        let err = stderr(&out);
+        assert!(err.contains("the plan is invalid"), "{what}: {err}");
+        assert!(err.contains(needle), "{what}: {err}");
+        assert!(extra_links(&n).is_empty(), "{what}: {:?}", extra_links(&n));
+        assert!(!journal_exists(&n), "{what}");
+        assert_eq!(
+            n.ns.ip(&["route", "show", "table", "all"]),
+            routes_before,
+            "{what}"
+        );
+        assert!(!dir.path().join("tmp").exists());
+    }
+}

@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use ipnet::Ipv4Net;
 use podnet_compiler::lower::defaults::ROUTE_PROTOCOL;
 use podnet_compiler::plan::{Firewall as PlanFirewall, FirewallDriver, NodePlan, Underlay};
+use podnet_compiler::validate::PlanError;
 
 use crate::diff::{Diff, Observed, diff};
 use crate::firewall::{self, Exec, Firewall, FirewallError, FirewallSpec};
@@ -56,8 +57,8 @@ pub enum FirewallMode {
 #[non_exhaustive]
 pub enum EngineError {
     /// The plan breaks a rule every plan must follow (nothing was changed).
-    #[error("nothing was changed: the plan is invalid:\n  {}", .0.join("\n  "))]
-    InvalidPlan(Vec<String>),
+    #[error("nothing was changed: the plan is invalid:{}", list(.0))]
+    InvalidPlan(Vec<PlanError>),
     /// The plan is another node's: its address is not configured here.
     #[error("nothing was changed: {0}")]
     WrongNode(WrongNode),
@@ -105,6 +106,11 @@ impl EngineError {
                 | EngineError::EscapesRoot { .. }
         )
     }
+}
+
+/// Problems one per line, indented.
+fn list(problems: &[PlanError]) -> String {
+    problems.iter().map(|p| format!("\n  {p}")).collect()
 }
 
 /// A plan whose node address is not configured on its underlay interface here.

@@ -14,24 +14,13 @@ use crate::kernel::addr::{Addr, RTM_GETADDR};
 use crate::kernel::link::{Link, RTM_GETLINK};
 use crate::kernel::nl::NlSocket;
 
-/// Every rule a plan must follow, whether compiled here or read from JSON.
+/// Every rule a plan must follow, whether compiled here or read from JSON (the compiler's
+/// one plan validation, on the plan before it is rooted under `--root`).
 pub fn validate(plan: &NodePlan) -> Result<(), EngineError> {
-    let mut problems: Vec<String> = Vec::new();
-    if plan.format_version != podnet_compiler::plan::FORMAT_VERSION {
-        problems.push(format!(
-            "plan format {} (this podnet applies format {})",
-            plan.format_version,
-            podnet_compiler::plan::FORMAT_VERSION
-        ));
-    }
-    if let Err(e) = FirewallSpec::from(&plan.firewall).validate() {
-        problems.push(e.to_string());
-    }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(EngineError::InvalidPlan(problems))
-    }
+    podnet_compiler::validate::validate_plan(plan).map_err(EngineError::InvalidPlan)?;
+    // The firewall drivers' own rendering rules (already implied by the plan rules).
+    FirewallSpec::from(&plan.firewall).validate()?;
+    Ok(())
 }
 
 /// The plan's node address must be configured on the interface it names: a plan for
