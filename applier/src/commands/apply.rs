@@ -47,7 +47,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     };
     let a = match engine.reconcile(&plan, early) {
         Ok(a) => a,
-        Err(e) => return Err(explain(e, &args.target, &target)),
+        Err(e) => return Err(explain(e, &args.target)),
     };
     let mut out = std::io::stdout().lock();
     print_changes(&mut out, &a.changes, args.verbose)?;
@@ -109,24 +109,17 @@ pub fn regular_file(path: &Path) -> anyhow::Result<()> {
 
 /// An engine error as the user sees it; a plan for another node also names the node of the
 /// cluster file whose address is local, when there is one.
-pub fn explain(e: EngineError, file: &Path, target: &Target) -> anyhow::Error {
+pub fn explain(e: EngineError, file: &Path) -> anyhow::Error {
     if let EngineError::WrongNode(w) = &e
         && !is_json(file)
     {
         let c = compile(&FsLoader, file, UseLock::IfPresent);
         if let Some(cluster) = c.valid_cluster() {
-            let local: BTreeSet<Ipv4Addr> = w.local.iter().map(|a| a.addr()).collect();
-            let here: Vec<&str> = cluster
-                .nodes
-                .iter()
-                .filter(|n| local.contains(&n.address.value.addr()))
-                .map(|n| n.name.value.as_str())
-                .collect();
-            if let [one] = here.as_slice() {
+            let local: Vec<Ipv4Addr> = w.local.iter().map(|a| a.addr()).collect();
+            if let [one] = local_nodes(cluster, &local).as_slice() {
                 return anyhow::anyhow!("{e}; this machine is node {one}: pass --node {one}");
             }
         }
-        let _ = target;
     }
     anyhow::Error::new(e)
 }
@@ -232,6 +225,16 @@ pub fn load_plan(
     Ok(Ok(plan))
 }
 
+/// The nodes whose underlay address is among `local`.
+fn local_nodes<'a>(cluster: &'a podnet_compiler::Cluster, local: &[Ipv4Addr]) -> Vec<&'a str> {
+    cluster
+        .nodes
+        .iter()
+        .filter(|n| local.contains(&n.address.value.addr()))
+        .map(|n| n.name.value.as_str())
+        .collect()
+}
+
 /// The IPv4 addresses configured in `ns`, sorted, without repeats.
 fn local_addresses(ns: &Target) -> std::io::Result<Vec<Ipv4Addr>> {
     let set = ns.run(|| -> std::io::Result<BTreeSet<Ipv4Addr>> {
@@ -248,13 +251,7 @@ fn local_addresses(ns: &Target) -> std::io::Result<Vec<Ipv4Addr>> {
 
 /// The one node whose underlay address is among `local`.
 fn local_node(cluster: &podnet_compiler::Cluster, local: &[Ipv4Addr]) -> anyhow::Result<String> {
-    let found: Vec<&str> = cluster
-        .nodes
-        .iter()
-        .filter(|n| local.contains(&n.address.value.addr()))
-        .map(|n| n.name.value.as_str())
-        .collect();
-    match found.as_slice() {
+    match local_nodes(cluster, local).as_slice() {
         [one] => Ok((*one).to_string()),
         [] => anyhow::bail!(
             "no node of cluster {} has its address on this machine (local addresses: {}); \

@@ -135,7 +135,7 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
     let engine = Engine::open(target.clone(), args.root.as_deref(), Access::Read)?;
     let drift = engine
         .drift(&plan)
-        .map_err(|e| super::apply::explain(e, &args.file, &target))?;
+        .map_err(|e| super::apply::explain(e, &args.file))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     super::status::print_drift(&mut out, &drift, true)?;
