@@ -158,7 +158,7 @@ pub fn apply_prepared(
     obs.journaled = loaded.is_some();
     let d = diff(plan, &obs);
     if !d.conflicts.is_empty() {
-        anyhow::bail!("nothing was changed: {}", d.conflicts.join("; "));
+        anyhow::bail!("nothing was changed: {}", d.conflict_summary());
     }
     let spec = FirewallSpec::from(&plan.firewall);
     let other_may_exist =
@@ -252,7 +252,7 @@ fn converge(
                 break;
             }
             if !d.conflicts.is_empty() {
-                anyhow::bail!("{}", d.conflicts.join("; "));
+                anyhow::bail!("{}", d.conflict_summary());
             }
         }
         record_priors(j, &d, &obs, root, true)?;

@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use crate::diff::routes::RouteOp;
 use crate::diff::{Diff, Op};
-use crate::diff_routes::RouteOp;
 use crate::journal::write_atomic;
 use crate::kernel::link::{self, LinkChange, LinkRef, MARKER, Vxlan};
 use crate::kernel::nexthop::Nexthop;

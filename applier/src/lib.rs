@@ -5,7 +5,6 @@ pub mod apply;
 pub mod cli;
 pub mod commands;
 pub mod diff;
-pub mod diff_routes;
 pub mod execute;
 pub mod firewall;
 pub mod journal;

@@ -9,11 +9,11 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use podnet_compiler::plan::NodePlan;
 
+use crate::diff::routes::RouteStyle;
 use crate::diff::{FileState, Observed};
-use crate::diff_routes::RouteStyle;
 use crate::journal::{self, Journal};
 use crate::kernel::addr::{Addr, RTM_GETADDR};
-use crate::kernel::link::{Link, RTM_GETLINK};
+use crate::kernel::link::{KernelLinkKind, Link, RTM_GETLINK};
 use crate::kernel::neigh::{Fdb, Neigh, RTM_GETNEIGH};
 use crate::kernel::nexthop::{Nexthop, RTM_GETNEXTHOP};
 use crate::kernel::nl::NlSocket;
@@ -88,7 +88,7 @@ pub fn observe_kernel(
     let vxlans: Vec<u32> = obs
         .links
         .iter()
-        .filter(|l| obs.owned.contains(&l.index) && l.kind.as_deref() == Some("vxlan"))
+        .filter(|l| obs.owned.contains(&l.index) && l.kind == Some(KernelLinkKind::Vxlan))
         .map(|l| l.index)
         .collect();
     let protocols = obs.protocols.clone();
