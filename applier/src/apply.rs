@@ -385,7 +385,7 @@ pub fn teardown(opts: Options<'_>) -> anyhow::Result<TornDown> {
     {
         failures.push(Failure {
             op: "- firewall".to_string(),
-            error: e.to_string(),
+            error: execute::FailureError::Firewall(e.to_string()),
             retryable: false,
         });
     }
