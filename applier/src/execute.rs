@@ -6,8 +6,8 @@
 
 use std::path::Path;
 
+use crate::diff::routes::RouteOp;
 use crate::diff::{Diff, Op};
-use crate::diff_routes::RouteOp;
 use crate::journal::write_atomic;
 use crate::kernel::link::{self, LinkChange, LinkRef, MARKER, Vxlan};
 use crate::kernel::nexthop::Nexthop;
@@ -15,13 +15,58 @@ use crate::kernel::nl::{NlSocket, Request};
 use crate::observe::write_sysctl;
 use podnet_compiler::plan::LinkKind;
 
-/// One operation that failed, rendered, with the error.
+/// One operation that failed (or was not done), rendered, with the error.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
+    /// The operation's `+ ~ -` line.
     pub op: String,
-    pub error: String,
-    /// Whether trying again may succeed (ENOBUFS, EBUSY, EAGAIN, EINTR).
+    pub error: FailureError,
+    /// Whether trying again (with a fresh observation and diff) may succeed.
     pub retryable: bool,
+}
+
+impl Failure {
+    /// Whether the failure means a foreign object appeared since the observation (an
+    /// exclusive create found its identity taken): the next diff reports it as a conflict.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self.error, FailureError::Exists)
+    }
+}
+
+/// Why an operation failed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureError {
+    /// The kernel refused the request with this errno.
+    Errno { errno: i32 },
+    /// An exclusive create (link, route, nexthop) found an object of that identity: it
+    /// appeared after the observation and is not podnet's (or a nexthop id got taken).
+    Exists,
+    /// Not attempted: a nexthop delete skipped because `routes` routes whose change failed
+    /// still use it (deleting it would take them down).
+    StillUsed { routes: usize },
+    /// A sysctl or file write failed.
+    Io(String),
+    /// Removing the firewall state failed.
+    Firewall(String),
+}
+
+impl std::fmt::Display for FailureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FailureError::Errno { errno } => {
+                write!(f, "{}", std::io::Error::from_raw_os_error(*errno))
+            }
+            FailureError::Exists => {
+                write!(f, "{}", std::io::Error::from_raw_os_error(libc::EEXIST))
+            }
+            FailureError::StillUsed { routes } => write!(
+                f,
+                "not done: {routes} route(s) whose change failed still use it"
+            ),
+            FailureError::Io(e) | FailureError::Firewall(e) => f.write_str(e),
+        }
+    }
 }
 
 /// What an execution did.
@@ -30,18 +75,36 @@ pub struct Report {
     /// Operations performed (or found already done).
     pub done: usize,
     pub failures: Vec<Failure>,
+    /// Names of links whose exclusive create found the name taken (EEXIST): the link there
+    /// is not podnet's, so the journal must not name it.
+    pub existing_links: Vec<String>,
 }
 
-fn errno_text(e: i32) -> String {
-    std::io::Error::from_raw_os_error(e).to_string()
-}
-
-fn retryable(op: &Op, e: i32) -> bool {
+/// Whether an errno on `op` means a fresh observation and diff may succeed: transient
+/// kernel pressure, or a nexthop id taken since the observation (the next round picks
+/// another).
+pub fn retryable(op: &Op, e: i32) -> bool {
     matches!(
         e,
         libc::ENOBUFS | libc::EBUSY | libc::EAGAIN | libc::EINTR | libc::ENOMEM
     ) || (e == libc::EEXIST && matches!(op, Op::Route(RouteOp::NexthopAdd(_))))
-    // (a nexthop id taken since the observation: the next round picks another)
+}
+
+/// Whether `op` is an exclusive create (EEXIST: the object appeared since the observation).
+fn exclusive(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::LinkCreate { .. } | Op::Route(RouteOp::NexthopAdd(_))
+    )
+}
+
+/// The typed error of errno `e` on `op`.
+fn error_of(op: &Op, e: i32) -> FailureError {
+    if e == libc::EEXIST && exclusive(op) {
+        FailureError::Exists
+    } else {
+        FailureError::Errno { errno: e }
+    }
 }
 
 /// Errnos that mean the operation's effect is already there.
@@ -112,7 +175,7 @@ pub fn requests(op: &Op) -> Vec<Request> {
 /// Performs `ops` (a prefix or all of `diff.ops`) in order.
 pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<Report> {
     let mut report = Report::default();
-    let fail = |r: &mut Report, op: &Op, error: String, retry: bool| {
+    let fail = |r: &mut Report, op: &Op, error: FailureError, retry: bool| {
         r.failures.push(Failure {
             op: diff.line(op),
             error,
@@ -123,7 +186,7 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
         if let Op::Sysctl { key, value, .. } = op {
             match write_sysctl(key, value) {
                 Ok(()) => report.done += 1,
-                Err(e) => fail(&mut report, op, e.to_string(), false),
+                Err(e) => fail(&mut report, op, FailureError::Io(e.to_string()), false),
             }
         }
     }
@@ -146,7 +209,15 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
             && !failed_op[i]
         {
             failed_op[i] = true;
-            fail(&mut report, &ops[i], errno_text(e), retryable(&ops[i], e));
+            if let (Op::LinkCreate { link, .. }, libc::EEXIST) = (&ops[i], e) {
+                report.existing_links.push(link.name.clone());
+            }
+            fail(
+                &mut report,
+                &ops[i],
+                error_of(&ops[i], e),
+                retryable(&ops[i], e),
+            );
         }
     }
     let created: Vec<usize> = (0..ops.len())
@@ -162,7 +233,12 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
     for (&i, outcome) in created.iter().zip(sock.execute(&marks)?) {
         if let Err(e) = outcome {
             failed_op[i] = true;
-            fail(&mut report, &ops[i], errno_text(e), false);
+            fail(
+                &mut report,
+                &ops[i],
+                FailureError::Errno { errno: e },
+                false,
+            );
         }
     }
     report.done += kernel_ops
@@ -184,7 +260,7 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
         };
         match result {
             Ok(()) => report.done += 1,
-            Err(e) => fail(&mut report, op, e.to_string(), false),
+            Err(e) => fail(&mut report, op, FailureError::Io(e.to_string()), false),
         }
     }
     Ok(report)

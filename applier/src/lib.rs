@@ -4,7 +4,6 @@
 pub mod cli;
 pub mod commands;
 pub mod diff;
-pub mod diff_routes;
 pub mod engine;
 pub mod execute;
 pub mod firewall;

@@ -9,11 +9,11 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 use podnet_compiler::plan::NodePlan;
 
+use crate::diff::routes::RouteStyle;
 use crate::diff::{FileState, Observed};
-use crate::diff_routes::RouteStyle;
 use crate::journal::{self, Journal};
 use crate::kernel::addr::{Addr, RTM_GETADDR};
-use crate::kernel::link::{Link, RTM_GETLINK};
+use crate::kernel::link::{KernelLinkKind, Link, RTM_GETLINK};
 use crate::kernel::neigh::{Fdb, Neigh, RTM_GETNEIGH};
 use crate::kernel::nexthop::{Nexthop, RTM_GETNEXTHOP};
 use crate::kernel::nl::NlSocket;
@@ -72,7 +72,7 @@ pub fn observe_kernel(
             let journaled = scope
                 .journal
                 .and_then(|j| j.links.get(&l.name))
-                .is_some_and(|k| l.kind.as_deref() == Some(kind_name(*k)));
+                .is_some_and(|k| l.kind == Some(KernelLinkKind::from(*k)));
             let owned = l.owned() || (unmarked && journaled);
             if owned {
                 obs.owned.insert(l.index);
@@ -92,7 +92,7 @@ pub fn observe_kernel(
     let vxlans: Vec<u32> = obs
         .links
         .iter()
-        .filter(|l| obs.owned.contains(&l.index) && l.kind.as_deref() == Some("vxlan"))
+        .filter(|l| obs.owned.contains(&l.index) && l.kind == Some(KernelLinkKind::Vxlan))
         .map(|l| l.index)
         .collect();
     let protocols = obs.protocols.clone();
@@ -190,14 +190,6 @@ pub fn observe_local(
         }
     }
     Ok(())
-}
-
-/// The kernel's name of a link kind (`IFLA_INFO_KIND`).
-pub fn kind_name(k: podnet_compiler::plan::LinkKind) -> &'static str {
-    match k {
-        podnet_compiler::plan::LinkKind::Bridge => "bridge",
-        podnet_compiler::plan::LinkKind::Vxlan => "vxlan",
-    }
 }
 
 /// A scoped thread's result, with a panic turned into an error.

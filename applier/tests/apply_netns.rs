@@ -819,7 +819,7 @@ fn foreign_objects_in_the_way_stop_the_apply_and_foreign_nexthop_ids_are_avoided
     // nexthop with a route on it, an IPv6 nexthop): podnet picks other ids and never
     // touches them, also not in teardown.
     let k = Node::new("iw3", "192.168.56.11/24");
-    let base = podnet::diff_routes::id_range(77).0;
+    let base = podnet::diff::routes::id_range(77).0;
     let (id0, id1) = (base.to_string(), (base + 1).to_string());
     k.ns.ip(&[
         "nexthop", "add", "id", &id0, "dev", "eth0", "proto", "static",

@@ -8,13 +8,13 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use podnet::diff::routes::{RouteOp, RouteStyle};
 use podnet::diff::{FileState, Observed, Op, diff};
-use podnet::diff_routes::{RouteOp, RouteStyle};
-use podnet::kernel::link::{Link, MARKER, Vxlan};
+use podnet::kernel::link::{KernelLinkKind, Link, MARKER, Vxlan};
 use podnet::kernel::neigh::{Fdb, Neigh};
 use podnet::kernel::nexthop::Nexthop;
 use podnet::kernel::route::{Route, Target};
-use podnet_compiler::plan::{LinkKind, NodePlan, Planner};
+use podnet_compiler::plan::{NodePlan, Planner};
 use podnet_compiler::{MemLoader, UseLock, compile_text};
 
 fn data_dir() -> PathBuf {
@@ -83,13 +83,7 @@ fn sim(mut o: Observed, ops: &[Op]) -> Observed {
                 o.links.push(Link {
                     index,
                     name: link.name.clone(),
-                    kind: Some(
-                        match link.kind {
-                            LinkKind::Bridge => "bridge",
-                            LinkKind::Vxlan => "vxlan",
-                        }
-                        .to_string(),
-                    ),
+                    kind: Some(KernelLinkKind::from(link.kind)),
                     mtu: link.mtu,
                     mac: Some(link.mac.map_or([2, 0xaa, 0, 0, 0, index as u8], |m| m.0)),
                     up: link.up,
@@ -423,7 +417,7 @@ fn foreign_objects_are_left_alone_or_block() {
     o.links.push(Link {
         index: 9,
         name: "br-foreign".into(),
-        kind: Some("bridge".into()),
+        kind: Some(KernelLinkKind::Bridge),
         mtu: 1500,
         mac: None,
         up: true,
@@ -459,7 +453,7 @@ fn foreign_objects_are_left_alone_or_block() {
     blocked.links.push(Link {
         index: 5,
         name: "cni0".into(),
-        kind: Some("bridge".into()),
+        kind: Some(KernelLinkKind::Bridge),
         mtu: 1500,
         mac: None,
         up: true,
@@ -509,7 +503,7 @@ fn foreign_objects_in_the_way_are_conflicts() {
     o.links.push(Link {
         index: 7,
         name: "vx-other".into(),
-        kind: Some("vxlan".into()),
+        kind: Some(KernelLinkKind::Vxlan),
         mtu: 1450,
         mac: None,
         up: true,
@@ -525,7 +519,7 @@ fn foreign_objects_in_the_way_are_conflicts() {
     });
     golden("foreign-in-the-way", &p, &o);
     let mut ids = machine();
-    let base = podnet::diff_routes::id_range(77).0;
+    let base = podnet::diff::routes::id_range(77).0;
     ids.other_nexthop_ids = vec![base, base + 1];
     let d = diff(&p, &ids);
     assert!(d.conflicts.is_empty());
@@ -536,7 +530,11 @@ fn foreign_objects_in_the_way_are_conflicts() {
     unjournaled.journaled = false;
     let d = diff(&p, &unjournaled);
     assert_eq!(d.conflicts.len(), 1, "{:?}", d.conflicts);
-    assert!(d.conflicts[0].contains("no journal"), "{:?}", d.conflicts);
+    assert!(
+        d.conflicts[0].to_string().contains("no journal"),
+        "{:?}",
+        d.conflicts
+    );
 }
 
 #[test]

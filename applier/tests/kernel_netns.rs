@@ -10,7 +10,8 @@ use std::net::Ipv4Addr;
 use common::{NetNs, in_ns};
 use podnet::kernel::addr::{Addr, RTM_GETADDR};
 use podnet::kernel::link::{
-    self, Link, LinkChange, LinkRef, MARKER, RTM_GETLINK, Vxlan, create_bridge, create_vxlan,
+    self, KernelLinkKind, Link, LinkChange, LinkRef, MARKER, RTM_GETLINK, Vxlan, create_bridge,
+    create_vxlan,
 };
 use podnet::kernel::neigh::{Fdb, Neigh, RTM_GETNEIGH};
 use podnet::kernel::nl::{NlSocket, Outcome, Request};
@@ -183,11 +184,11 @@ fn links_are_created_marked_changed_and_deleted() {
             .unwrap_or_else(|| panic!("{name} in {all:?}"))
     };
     let cni0 = find("cni0");
-    assert_eq!(cni0.kind.as_deref(), Some("bridge"));
+    assert_eq!(cni0.kind, Some(KernelLinkKind::Bridge));
     assert_eq!((cni0.mtu, cni0.up, cni0.master), (1450, true, None));
     assert_eq!(cni0.vxlan, None);
     let flannel = find("flannel.1");
-    assert_eq!(flannel.kind.as_deref(), Some("vxlan"));
+    assert_eq!(flannel.kind, Some(KernelLinkKind::Vxlan));
     assert_eq!(
         (flannel.mtu, flannel.up, flannel.mac),
         (1450, true, Some(VXLAN_MAC))
@@ -197,9 +198,9 @@ fn links_are_created_marked_changed_and_deleted() {
     let eth0 = find("eth0");
     let lo = find("lo");
     assert!(!eth0.owned() && !lo.owned());
-    assert_eq!(eth0.kind.as_deref(), Some("veth"));
+    assert_eq!(eth0.kind, Some(KernelLinkKind::Veth));
     assert_eq!((eth0.index, eth0.alias.as_deref()), (n.eth0, None));
-    assert_eq!((lo.kind.as_deref(), lo.up), (None, true));
+    assert_eq!((&lo.kind, lo.up), (&None, true));
     assert_eq!(all.len(), 4, "{all:?}");
 
     // Create-exclusive a second time: EEXIST in the outcome. Changes by index work in place.

@@ -23,7 +23,7 @@ use podnet_compiler::lower::defaults::ROUTE_PROTOCOL;
 use podnet_compiler::plan::{Firewall as PlanFirewall, FirewallDriver, NodePlan, Underlay};
 use podnet_compiler::validate::PlanError;
 
-use crate::diff::{Diff, Observed, diff};
+use crate::diff::{Conflict, Diff, Observed, diff};
 use crate::firewall::{self, Exec, Firewall, FirewallError, FirewallSpec};
 use crate::journal::{self, Journal};
 use crate::kernel::netns::Target;
@@ -66,8 +66,8 @@ pub enum EngineError {
     #[error("nothing was changed: {0}")]
     MissingTool(Tool),
     /// Foreign objects in the way or missing prerequisites, found by the diff.
-    #[error("nothing was changed: {}", .0.join("; "))]
-    Conflicts(Vec<String>),
+    #[error("nothing was changed: {}", conflicts(.0))]
+    Conflicts(Vec<Conflict>),
     /// A planned file would be written outside `--root` (through a symbolic link).
     #[error("nothing was changed: {path} resolves to {resolved}, outside --root {root}")]
     EscapesRoot {
@@ -106,6 +106,14 @@ impl EngineError {
                 | EngineError::EscapesRoot { .. }
         )
     }
+}
+
+/// Conflicts separated by `; `.
+fn conflicts(c: &[Conflict]) -> String {
+    c.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Problems one per line, indented.

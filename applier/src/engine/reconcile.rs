@@ -379,7 +379,7 @@ fn restore_symlinks(j: &Journal, plan: &NodePlan, failures: &mut Vec<Failure>) -
             Ok(()) => done += 1,
             Err(e) => failures.push(Failure {
                 op: format!("~ file {path} (symbolic link to {})", target.display()),
-                error: e.to_string(),
+                error: execute::FailureError::Io(e.to_string()),
                 retryable: false,
             }),
         }

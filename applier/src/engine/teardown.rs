@@ -175,7 +175,7 @@ fn run(
 fn failure(op: String, error: String) -> Failure {
     Failure {
         op,
-        error,
+        error: execute::FailureError::Io(error),
         retryable: false,
     }
 }

@@ -23,8 +23,8 @@ pub const RTM_GETLINK: u16 = 18;
 pub struct Link {
     pub index: u32,
     pub name: String,
-    /// `IFLA_INFO_KIND` (`bridge`, `vxlan`, `veth`, …); `None` for physical and loopback.
-    pub kind: Option<String>,
+    /// `IFLA_INFO_KIND`; `None` for physical and loopback devices.
+    pub kind: Option<KernelLinkKind>,
     pub mtu: u32,
     pub mac: Option<[u8; 6]>,
     /// `IFF_UP` (administratively up).
@@ -33,6 +33,53 @@ pub struct Link {
     /// The bridge (or other controller) this link is enslaved to.
     pub master: Option<u32>,
     pub vxlan: Option<Vxlan>,
+}
+
+/// A link's `IFLA_INFO_KIND` as the kernel reports it: the kinds podnet creates or meets,
+/// and every other one by name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum KernelLinkKind {
+    Bridge,
+    Vxlan,
+    Veth,
+    Other(String),
+}
+
+impl KernelLinkKind {
+    /// The kind named `name` (`IFLA_INFO_KIND`).
+    pub fn from_name(name: &str) -> KernelLinkKind {
+        match name {
+            "bridge" => KernelLinkKind::Bridge,
+            "vxlan" => KernelLinkKind::Vxlan,
+            "veth" => KernelLinkKind::Veth,
+            other => KernelLinkKind::Other(other.to_string()),
+        }
+    }
+
+    /// The kernel's name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            KernelLinkKind::Bridge => "bridge",
+            KernelLinkKind::Vxlan => "vxlan",
+            KernelLinkKind::Veth => "veth",
+            KernelLinkKind::Other(s) => s,
+        }
+    }
+}
+
+impl From<podnet_compiler::plan::LinkKind> for KernelLinkKind {
+    fn from(k: podnet_compiler::plan::LinkKind) -> KernelLinkKind {
+        match k {
+            podnet_compiler::plan::LinkKind::Bridge => KernelLinkKind::Bridge,
+            podnet_compiler::plan::LinkKind::Vxlan => KernelLinkKind::Vxlan,
+        }
+    }
+}
+
+impl std::fmt::Display for KernelLinkKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A vxlan device's attributes.
@@ -229,12 +276,14 @@ impl Link {
                     let mut data = None;
                     for (ik, iv) in attrs(v) {
                         match ik {
-                            IFLA_INFO_KIND => link.kind = Some(c_string(iv)),
+                            IFLA_INFO_KIND => {
+                                link.kind = Some(KernelLinkKind::from_name(&c_string(iv)));
+                            }
                             IFLA_INFO_DATA => data = Some(iv),
                             _ => {}
                         }
                     }
-                    if let (Some("vxlan"), Some(data)) = (link.kind.as_deref(), data) {
+                    if let (Some(KernelLinkKind::Vxlan), Some(data)) = (&link.kind, data) {
                         link.vxlan = parse_vxlan(data);
                     }
                 }
@@ -312,7 +361,7 @@ mod tests {
             Link {
                 index: 0,
                 name: "flannel.1".into(),
-                kind: Some("vxlan".into()),
+                kind: Some(KernelLinkKind::Vxlan),
                 mtu: 1450,
                 mac: Some(MAC),
                 up: false,
@@ -330,7 +379,7 @@ mod tests {
         assert!(at, "IFLA_VXLAN_PORT in network byte order");
 
         let b = Link::parse(&create_bridge("cni0", 1450).payload).expect("parses");
-        assert_eq!(b.kind.as_deref(), Some("bridge"));
+        assert_eq!(b.kind, Some(KernelLinkKind::Bridge));
         assert_eq!((b.name.as_str(), b.mtu, &b.vxlan), ("cni0", 1450, &None));
         assert!(!b.owned());
     }

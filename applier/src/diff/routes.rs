@@ -1,15 +1,180 @@
-//! The pure diff for per-node routes: desired routes × observed owned routes and nexthops →
-//! ordered operations. Routes point at nexthop objects (one per distinct gateway, device and
-//! onlink flag); an unchanged nexthop is never rewritten, a changed one gets a new id, and
-//! stale ones are deleted only after no route uses them. No IO here.
+//! Routes and nexthops: desired routes × observed owned routes and nexthops → ordered
+//! operations. Routes point at nexthop objects (one per distinct gateway, device and onlink
+//! flag); an unchanged nexthop is never rewritten, a changed one gets a new id, and stale
+//! ones are deleted only after no route uses them. [`node`] adds what the whole node
+//! needs: foreign routes in the way, unjournaled routes of the plan's protocol, routes on
+//! recreated links, and routes and nexthops of protocols podnet used before.
 
-use ahash::{AHashMap as HashMap, AHashSet as HashSet};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
+use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use ipnet::Ipv4Net;
+use podnet_compiler::plan::NodePlan;
 
+use super::conflict::ROUTES_LISTED;
+use super::{Changes, Conflict, Devices, Op};
 use crate::kernel::nexthop::Nexthop;
 use crate::kernel::route::{Route, Target};
+
+/// The node's route operations.
+#[derive(Debug, Default)]
+pub struct NodeRoutes {
+    /// Deletes of routes and nexthops on links about to be recreated (before the link).
+    pub pre: Vec<Op>,
+    /// Nexthop creates and route writes; then route deletes (the plan's protocol, then
+    /// older ones) and nexthop deletes (likewise).
+    pub changes: Changes,
+    /// Destinations of the plan protocol's routes that exist now.
+    pub existing: HashSet<Ipv4Net>,
+}
+
+/// The route and nexthop operations of the whole node; `recreated` are links deleted to
+/// be created again (what is on them goes first).
+pub fn node(
+    plan: &NodePlan,
+    obs: &super::Observed,
+    recreated: &BTreeSet<u32>,
+    devices: &Devices<'_>,
+    conflicts: &mut Vec<Conflict>,
+) -> NodeRoutes {
+    let p = plan.route_protocol;
+    let want = wanted(plan, obs, devices, conflicts);
+    if !obs.journaled {
+        let routes = obs.routes.iter().filter(|r| r.protocol == p).count();
+        let nexthops = obs.nexthops.iter().filter(|n| n.protocol == p).count();
+        if routes + nexthops > 0 {
+            conflicts.push(Conflict::UnjournaledRoutes {
+                routes,
+                nexthops,
+                protocol: p,
+            });
+        }
+    }
+    let gone_nh: BTreeSet<u32> = obs
+        .nexthops
+        .iter()
+        .filter(|n| recreated.contains(&n.ifindex) && obs.protocols.contains(&n.protocol))
+        .map(|n| n.id)
+        .collect();
+    let on_recreated = |r: &Route| match r.target {
+        Target::Nexthop(id) => gone_nh.contains(&id),
+        Target::Gateway { ifindex, .. } => recreated.contains(&ifindex),
+    };
+    let alive = |r: &&Route| !on_recreated(r);
+    let mut out = NodeRoutes {
+        pre: obs
+            .routes
+            .iter()
+            .filter(|r| on_recreated(r))
+            .map(|r| Op::Route(RouteOp::RouteDelete(r.clone())))
+            .collect(),
+        ..NodeRoutes::default()
+    };
+    out.pre.extend(
+        gone_nh
+            .iter()
+            .map(|id| Op::Route(RouteOp::NexthopDelete(*id))),
+    );
+    out.existing = obs
+        .routes
+        .iter()
+        .filter(|r| r.protocol == p)
+        .map(|r| r.dst)
+        .collect();
+    let current = Observed {
+        routes: obs
+            .routes
+            .iter()
+            .filter(|r| r.protocol == p)
+            .filter(alive)
+            .cloned()
+            .collect(),
+        nexthops: obs
+            .nexthops
+            .iter()
+            .filter(|n| !gone_nh.contains(&n.id))
+            .cloned()
+            .collect(),
+        other_ids: obs.other_nexthop_ids.clone(),
+    };
+    let (creates, deletes): (Vec<RouteOp>, Vec<RouteOp>) = diff(&want, &current, p, obs.style)
+        .into_iter()
+        .partition(|o| matches!(o, RouteOp::NexthopAdd(_) | RouteOp::RouteReplace(_)));
+    let c = &mut out.changes;
+    c.creates.extend(creates.into_iter().map(Op::Route));
+    // Routes of protocols podnet used before go too, before their nexthops.
+    let old = |q: u8| q != p && obs.protocols.contains(&q);
+    let mut old_routes: Vec<&Route> = obs
+        .routes
+        .iter()
+        .filter(|r| old(r.protocol))
+        .filter(alive)
+        .collect();
+    old_routes.sort_by_key(|r| r.dst);
+    let (route_deletes, nh_deletes): (Vec<RouteOp>, Vec<RouteOp>) = deletes
+        .into_iter()
+        .partition(|o| matches!(o, RouteOp::RouteDelete(_)));
+    c.deletes.extend(route_deletes.into_iter().map(Op::Route));
+    c.deletes.extend(
+        old_routes
+            .into_iter()
+            .map(|r| Op::Route(RouteOp::RouteDelete(r.clone()))),
+    );
+    c.deletes.extend(nh_deletes.into_iter().map(Op::Route));
+    let mut old_nh: Vec<u32> = obs
+        .nexthops
+        .iter()
+        .filter(|n| old(n.protocol) && !gone_nh.contains(&n.id))
+        .map(|n| n.id)
+        .collect();
+    old_nh.sort_unstable();
+    c.deletes.extend(
+        old_nh
+            .into_iter()
+            .map(|id| Op::Route(RouteOp::NexthopDelete(id))),
+    );
+    out
+}
+
+/// The planned routes with their devices resolved; conflicts for foreign routes in the way
+/// (the first [`ROUTES_LISTED`], the last of them counting the rest) and missing devices.
+fn wanted(
+    plan: &NodePlan,
+    obs: &super::Observed,
+    devices: &Devices<'_>,
+    conflicts: &mut Vec<Conflict>,
+) -> Vec<WantRoute> {
+    let mut want = Vec::with_capacity(plan.routes.len());
+    let mut in_the_way = 0;
+    let mut last_listed = None;
+    for r in &plan.routes {
+        if obs.foreign_routes.contains(&r.dst) {
+            if in_the_way < ROUTES_LISTED {
+                last_listed = Some(conflicts.len());
+                conflicts.push(Conflict::ForeignRoute {
+                    dst: r.dst,
+                    more: 0,
+                });
+            }
+            in_the_way += 1;
+        }
+        if let Some(ifindex) = devices.resolve(conflicts, &r.dev, &|| format!("route {}", r.dst)) {
+            want.push(WantRoute {
+                dst: r.dst,
+                via: r.via,
+                ifindex,
+                onlink: r.onlink,
+            });
+        }
+    }
+    if let Some(Conflict::ForeignRoute { more, .. }) =
+        last_listed.and_then(|i| conflicts.get_mut(i))
+    {
+        *more = in_the_way.saturating_sub(ROUTES_LISTED);
+    }
+    want
+}
 
 /// A route the plan wants, with its device already resolved to an ifindex.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,7 +185,7 @@ pub struct WantRoute {
     pub onlink: bool,
 }
 
-/// What the kernel has, as far as the diff needs it.
+/// What the kernel has, as far as the per-route diff needs it.
 #[derive(Clone, Debug, Default)]
 pub struct Observed {
     /// Main-table routes of podnet's protocol.
@@ -57,7 +222,8 @@ pub fn id_range(protocol: u8) -> (u32, u32) {
 
 type Key = (Ipv4Addr, u32, bool);
 
-/// Computes the operations that make the owned routes and nexthops exactly `want`.
+/// Computes the operations that make the owned routes and nexthops of `protocol` exactly
+/// `want`.
 pub fn diff(
     want: &[WantRoute],
     observed: &Observed,
