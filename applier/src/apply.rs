@@ -244,6 +244,12 @@ fn converge(
             record_priors(j, &d, &obs, root, false)?;
             let r = execute::execute(sock, &d, &d.ops[..stage])?;
             done += r.done;
+            // A name someone else took since the observation is not podnet's link.
+            let before = j.links.len();
+            j.links.retain(|name| !r.existing_links.contains(name));
+            if j.links.len() != before {
+                j.save(root)?;
+            }
             obs = observe(sock, j)?;
             forget_missing_links(j, &obs, root)?;
             d = diff(plan, &obs);

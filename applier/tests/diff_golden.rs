@@ -161,9 +161,22 @@ fn sim(mut o: Observed, ops: &[Op]) -> Observed {
                 o.nexthops.retain(|x| x.id != n.id);
                 o.nexthops.push(n.clone());
             }
-            Op::Route(RouteOp::RouteReplace(r)) => {
-                o.routes
-                    .retain(|x| !(x.dst == r.dst && x.protocol == r.protocol));
+            Op::Route(RouteOp::RouteAdd(r)) => {
+                assert!(
+                    !o.routes.iter().any(|x| x.dst == r.dst) && !o.foreign_routes.contains(&r.dst),
+                    "EEXIST: route to {} exists",
+                    r.dst
+                );
+                o.routes.push(r.clone());
+            }
+            Op::Route(RouteOp::RouteReplace { route: r, was }) => {
+                assert!(
+                    o.routes.iter().any(|x| x.dst == r.dst && x.target == *was),
+                    "replace of {} whose old target is not there",
+                    r.dst
+                );
+                // The kernel replaces whatever route has that destination (any protocol).
+                o.routes.retain(|x| x.dst != r.dst);
                 o.routes.push(r.clone());
             }
             Op::Route(RouteOp::RouteDelete(r)) => o.routes.retain(|x| x != r),
@@ -439,7 +452,7 @@ fn foreign_objects_are_left_alone_or_block() {
         protocol: 4,
     });
     o.routes.push(Route {
-        dst: "10.244.2.0/24".parse().expect("net"),
+        dst: "198.51.100.0/24".parse().expect("net"),
         target: Target::Nexthop(1),
         protocol: 4,
     });
