@@ -1,9 +1,12 @@
 //! The executor: performs a diff's operations in order. Kernel operations go through the
-//! batching netlink socket as one ordered stream (the kernel handles a batch's messages in
-//! order, so nexthops exist before the routes that use them); an EEXIST on a create and an
-//! ENOENT-like errno on a delete mean "already done". Sysctls are written first and files
-//! last, atomically.
+//! batching netlink socket in phases (the kernel handles a batch's messages in order, so
+//! nexthops exist before the routes that use them): everything up to a run of nexthop
+//! deletes, then those deletes except of nexthops that a route whose change failed still
+//! uses. What the diff believes is new is created exclusively (EEXIST: a foreign object
+//! appeared, a conflict-typed failure); an ENOENT-like errno on a delete means "already
+//! done". Sysctls are written first and files last, atomically.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::diff::routes::RouteOp;
@@ -12,6 +15,7 @@ use crate::journal::write_atomic;
 use crate::kernel::link::{self, LinkChange, LinkRef, MARKER, Vxlan};
 use crate::kernel::nexthop::Nexthop;
 use crate::kernel::nl::{NlSocket, Request};
+use crate::kernel::route::Target;
 use crate::observe::write_sysctl;
 use podnet_compiler::plan::LinkKind;
 
@@ -94,7 +98,7 @@ pub fn retryable(op: &Op, e: i32) -> bool {
 fn exclusive(op: &Op) -> bool {
     matches!(
         op,
-        Op::LinkCreate { .. } | Op::Route(RouteOp::NexthopAdd(_))
+        Op::LinkCreate { .. } | Op::Route(RouteOp::NexthopAdd(_) | RouteOp::RouteAdd(_))
     )
 }
 
@@ -164,7 +168,8 @@ pub fn requests(op: &Op) -> Vec<Request> {
         Op::FdbDelete(f) => vec![f.delete()],
         Op::Route(RouteOp::NexthopAdd(n)) => vec![n.add()],
         Op::Route(RouteOp::NexthopDelete(id)) => vec![Nexthop::delete(*id)],
-        Op::Route(RouteOp::RouteReplace(r)) => vec![r.replace()],
+        Op::Route(RouteOp::RouteAdd(r)) => vec![r.add()],
+        Op::Route(RouteOp::RouteReplace { route, .. }) => vec![route.replace()],
         Op::Route(RouteOp::RouteDelete(r)) => vec![r.delete()],
         Op::Sysctl { .. } | Op::FileWrite(_) | Op::FileRestore { .. } | Op::FileRemove(_) => {
             Vec::new()
@@ -172,7 +177,41 @@ pub fn requests(op: &Op) -> Vec<Request> {
     }
 }
 
-/// Performs `ops` (a prefix or all of `diff.ops`) in order.
+/// The nexthops that kernel operations which failed still leave in use, with how many
+/// routes use each: the old target of a route whose replace failed, and the target of a
+/// route whose delete failed. `failed[i]` tells whether `ops[i]` failed.
+pub fn still_used(ops: &[Op], failed: &[bool]) -> BTreeMap<u32, usize> {
+    let mut used = BTreeMap::new();
+    for (op, _) in ops.iter().zip(failed).filter(|(_, f)| **f) {
+        let target = match op {
+            Op::Route(RouteOp::RouteReplace { was, .. }) => was,
+            Op::Route(RouteOp::RouteDelete(r)) => &r.target,
+            _ => continue,
+        };
+        if let Target::Nexthop(id) = target {
+            *used.entry(*id).or_insert(0) += 1;
+        }
+    }
+    used
+}
+
+/// Consecutive runs of `ops`: nexthop deletes apart from everything else, so each run of
+/// deletes is sent only after the outcome of every write before it is known.
+fn phases(ops: &[Op]) -> Vec<std::ops::Range<usize>> {
+    let is_nh_delete = |o: &Op| matches!(o, Op::Route(RouteOp::NexthopDelete(_)));
+    let mut out: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        match out.last_mut() {
+            Some(r) if is_nh_delete(&ops[r.start]) == is_nh_delete(op) => r.end = i + 1,
+            _ => out.push(i..i + 1),
+        }
+    }
+    out
+}
+
+/// Performs `ops` (a prefix or all of `diff.ops`) in order: sysctls, then the kernel
+/// operations in phases (see [`phases`]; a nexthop that a route whose change failed still
+/// uses is not deleted, and reported as not done), link marks, files.
 pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<Report> {
     let mut report = Report::default();
     let fail = |r: &mut Report, op: &Op, error: FailureError, retry: bool| {
@@ -190,34 +229,48 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
             }
         }
     }
-    let mut reqs = Vec::new();
-    let mut owner = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        for r in requests(op) {
-            reqs.push(r);
-            owner.push(i);
-        }
-    }
-    let outcomes = sock.execute(&reqs)?;
     let mut failed_op = vec![false; ops.len()];
     let mut kernel_ops = vec![false; ops.len()];
-    for (k, outcome) in outcomes.into_iter().enumerate() {
-        let i = owner[k];
-        kernel_ops[i] = true;
-        if let Err(e) = outcome
-            && !benign(&ops[i], e)
-            && !failed_op[i]
-        {
-            failed_op[i] = true;
-            if let (Op::LinkCreate { link, .. }, libc::EEXIST) = (&ops[i], e) {
-                report.existing_links.push(link.name.clone());
+    for phase in phases(ops) {
+        let used = still_used(ops, &failed_op);
+        let mut reqs = Vec::new();
+        let mut owner = Vec::new();
+        for i in phase {
+            if let Op::Route(RouteOp::NexthopDelete(id)) = &ops[i]
+                && let Some(&routes) = used.get(id)
+            {
+                failed_op[i] = true;
+                fail(
+                    &mut report,
+                    &ops[i],
+                    FailureError::StillUsed { routes },
+                    false,
+                );
+                continue;
             }
-            fail(
-                &mut report,
-                &ops[i],
-                error_of(&ops[i], e),
-                retryable(&ops[i], e),
-            );
+            for r in requests(&ops[i]) {
+                reqs.push(r);
+                owner.push(i);
+            }
+        }
+        for (k, outcome) in sock.execute(&reqs)?.into_iter().enumerate() {
+            let i = owner[k];
+            kernel_ops[i] = true;
+            if let Err(e) = outcome
+                && !benign(&ops[i], e)
+                && !failed_op[i]
+            {
+                failed_op[i] = true;
+                if let (Op::LinkCreate { link, .. }, libc::EEXIST) = (&ops[i], e) {
+                    report.existing_links.push(link.name.clone());
+                }
+                fail(
+                    &mut report,
+                    &ops[i],
+                    error_of(&ops[i], e),
+                    retryable(&ops[i], e),
+                );
+            }
         }
     }
     let created: Vec<usize> = (0..ops.len())
@@ -264,4 +317,117 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::diff::routes::RouteOp;
+    use crate::kernel::nl::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE};
+    use crate::kernel::route::Route;
+
+    fn route(dst: &str, nh: u32) -> Route {
+        Route {
+            dst: dst.parse().expect("net"),
+            target: Target::Nexthop(nh),
+            protocol: 77,
+        }
+    }
+
+    fn nh(id: u32) -> Nexthop {
+        Nexthop {
+            id,
+            gateway: std::net::Ipv4Addr::new(10, 99, 0, 1),
+            ifindex: 2,
+            onlink: false,
+            protocol: 77,
+        }
+    }
+
+    #[test]
+    fn a_new_route_is_created_exclusively_and_an_observed_one_replaced() {
+        let add = requests(&Op::Route(RouteOp::RouteAdd(route("10.244.2.0/24", 9))));
+        assert_eq!(add[0].flags, NLM_F_CREATE | NLM_F_EXCL);
+        let replace = requests(&Op::Route(RouteOp::RouteReplace {
+            route: route("10.244.2.0/24", 9),
+            was: Target::Nexthop(8),
+        }));
+        assert_eq!(replace[0].flags, NLM_F_CREATE | NLM_F_REPLACE);
+    }
+
+    #[test]
+    fn eexist_on_an_exclusive_create_is_a_conflict() {
+        let add = Op::Route(RouteOp::RouteAdd(route("10.244.2.0/24", 9)));
+        assert_eq!(error_of(&add, libc::EEXIST), FailureError::Exists);
+        assert!(
+            !retryable(&add, libc::EEXIST),
+            "a foreign route: not retried"
+        );
+        let nh_add = Op::Route(RouteOp::NexthopAdd(nh(9)));
+        assert_eq!(error_of(&nh_add, libc::EEXIST), FailureError::Exists);
+        assert!(
+            retryable(&nh_add, libc::EEXIST),
+            "an id taken: another next round"
+        );
+        let replace = Op::Route(RouteOp::RouteReplace {
+            route: route("10.244.2.0/24", 9),
+            was: Target::Nexthop(8),
+        });
+        assert_eq!(
+            error_of(&replace, libc::EEXIST),
+            FailureError::Errno {
+                errno: libc::EEXIST
+            }
+        );
+        let failure = Failure {
+            op: String::new(),
+            error: FailureError::Exists,
+            retryable: false,
+        };
+        assert!(failure.is_conflict());
+        assert_eq!(
+            FailureError::Exists.to_string(),
+            "File exists (os error 17)"
+        );
+        for e in [libc::ENOENT, libc::ESRCH] {
+            assert!(benign(&Op::Route(RouteOp::NexthopDelete(8)), e));
+            assert!(benign(
+                &Op::Route(RouteOp::RouteDelete(route("10.244.2.0/24", 8))),
+                e
+            ));
+            assert!(!benign(&add, e));
+        }
+    }
+
+    #[test]
+    fn nexthops_of_routes_whose_change_failed_stay() {
+        let ops = vec![
+            Op::Route(RouteOp::NexthopAdd(nh(9))),
+            Op::Route(RouteOp::RouteReplace {
+                route: route("10.244.2.0/24", 9),
+                was: Target::Nexthop(5),
+            }),
+            Op::Route(RouteOp::RouteReplace {
+                route: route("10.244.3.0/24", 9),
+                was: Target::Nexthop(5),
+            }),
+            Op::Route(RouteOp::RouteReplace {
+                route: route("10.244.4.0/24", 9),
+                was: Target::Nexthop(7),
+            }),
+            Op::Route(RouteOp::RouteDelete(route("10.244.5.0/24", 6))),
+            Op::Route(RouteOp::NexthopDelete(5)),
+            Op::Route(RouteOp::NexthopDelete(6)),
+            Op::Route(RouteOp::NexthopDelete(7)),
+            Op::LinkDelete {
+                index: 3,
+                name: "old".into(),
+                reason: "stale".into(),
+            },
+        ];
+        assert_eq!(phases(&ops), vec![0..5, 5..8, 8..9]);
+        let failed = [true, true, true, false, true, false, false, false, false];
+        assert_eq!(still_used(&ops, &failed), BTreeMap::from([(5, 2), (6, 1)]));
+        assert!(still_used(&ops, &[false; 9]).is_empty());
+    }
 }

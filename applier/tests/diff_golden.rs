@@ -1,24 +1,34 @@
-//! Golden tests of the pure node diff as {desired, observed, operations} triples: the desired
-//! plan comes from a cluster source, the observed state from a fresh machine, a planted
-//! foreign object or a previous plan converged in a simulated kernel, and the operations'
-//! `+ ~ -` rendering must equal `tests/data/diff/<case>.ops` (`PODNET_BLESS=1` rewrites).
-//! Every case also checks convergence: after the operations, the diff is empty.
+//! Golden tests of the pure node diff as data: each case is a directory
+//! `tests/data/diff/<case>/` with `desired.podnet` (a cluster file whose first line names
+//! the node: `# node n1`) or `desired.json` (a plan), `observed` (the kernel, sysctls and
+//! files in the text form of `common/observed.rs`), and `ops`, the expected `+ ~ -`
+//! rendering plus `conflict:` lines. A transition case also has `before.podnet`: its
+//! `observed` must be what applying `before` to a fresh machine leaves, and applying
+//! `desired` from there must leave exactly what a fresh apply leaves. `PODNET_BLESS=1`
+//! rewrites `ops` (and a transition's `observed`). Every case without conflicts must
+//! converge in a simulated kernel that never deletes a nexthop a route still uses, and
+//! leave every foreign object alone.
+
+#[path = "common/observed.rs"]
+mod observed_text;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use podnet::diff::routes::{RouteOp, RouteStyle};
-use podnet::diff::{FileState, Observed, Op, diff};
+use podnet::diff::routes::RouteOp;
+use podnet::diff::{ConflictKind, FileState, Observed, Op, diff};
 use podnet::kernel::link::{KernelLinkKind, Link, MARKER, Vxlan};
-use podnet::kernel::neigh::{Fdb, Neigh};
-use podnet::kernel::nexthop::Nexthop;
-use podnet::kernel::route::{Route, Target};
+use podnet::kernel::route::Target;
 use podnet_compiler::plan::{NodePlan, Planner};
 use podnet_compiler::{MemLoader, UseLock, compile_text};
 
 fn data_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/diff")
+}
+
+fn bless() -> bool {
+    std::env::var_os("PODNET_BLESS").is_some()
 }
 
 const HOSTGW: &str = "cluster c {
@@ -41,10 +51,6 @@ fn plan_of(src: &str, node: &str) -> NodePlan {
         .valid_cluster()
         .unwrap_or_else(|| panic!("valid cluster: {:?}", c.diagnostics));
     Planner::new(cluster).plan_named(node).expect("plan")
-}
-
-fn vxlan(src: &str) -> String {
-    src.replace("backend host-gw", "backend vxlan")
 }
 
 /// A machine with loopback and its underlay eth0, nothing of podnet's.
@@ -161,9 +167,22 @@ fn sim(mut o: Observed, ops: &[Op]) -> Observed {
                 o.nexthops.retain(|x| x.id != n.id);
                 o.nexthops.push(n.clone());
             }
-            Op::Route(RouteOp::RouteReplace(r)) => {
-                o.routes
-                    .retain(|x| !(x.dst == r.dst && x.protocol == r.protocol));
+            Op::Route(RouteOp::RouteAdd(r)) => {
+                assert!(
+                    !o.routes.iter().any(|x| x.dst == r.dst) && !o.foreign_routes.contains(&r.dst),
+                    "EEXIST: route to {} exists",
+                    r.dst
+                );
+                o.routes.push(r.clone());
+            }
+            Op::Route(RouteOp::RouteReplace { route: r, was }) => {
+                assert!(
+                    o.routes.iter().any(|x| x.dst == r.dst && x.target == *was),
+                    "replace of {} whose old target is not there",
+                    r.dst
+                );
+                // The kernel replaces whatever route has that destination (any protocol).
+                o.routes.retain(|x| x.dst != r.dst);
                 o.routes.push(r.clone());
             }
             Op::Route(RouteOp::RouteDelete(r)) => o.routes.retain(|x| x != r),
@@ -291,9 +310,67 @@ fn normal(o: &Observed) -> Vec<String> {
     v
 }
 
-/// Compares `diff(plan, observed)` with the golden file `case.ops`.
-fn golden(case: &str, plan: &NodePlan, observed: &Observed) {
-    let d = diff(plan, observed);
+/// One case directory, loaded.
+struct Case {
+    name: String,
+    dir: PathBuf,
+    desired: NodePlan,
+    before: Option<NodePlan>,
+    observed: String,
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// `<stem>.podnet` (first line `# node NAME`) or `<stem>.json`, if either exists.
+fn load_plan(dir: &Path, stem: &str) -> Option<NodePlan> {
+    let src = dir.join(format!("{stem}.podnet"));
+    if src.exists() {
+        let text = read(&src);
+        let node = text
+            .lines()
+            .next()
+            .and_then(|l| l.strip_prefix("# node "))
+            .unwrap_or_else(|| panic!("{}: first line must be `# node NAME`", src.display()));
+        return Some(plan_of(&text, node.trim()));
+    }
+    let json = dir.join(format!("{stem}.json"));
+    json.exists().then(|| {
+        serde_json::from_str(&read(&json)).unwrap_or_else(|e| panic!("{}: {e}", json.display()))
+    })
+}
+
+fn case(name: &str) -> Case {
+    let dir = data_dir().join(name);
+    Case {
+        name: name.to_string(),
+        desired: load_plan(&dir, "desired")
+            .unwrap_or_else(|| panic!("{}: no desired.podnet or desired.json", dir.display())),
+        before: load_plan(&dir, "before"),
+        observed: read(&dir.join("observed")),
+        dir,
+    }
+}
+
+fn observed(c: &Case) -> Observed {
+    observed_text::parse(&c.observed).unwrap_or_else(|e| panic!("{}/observed: {e}", c.name))
+}
+
+fn cases() -> Vec<Case> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir())
+        .expect("tests/data/diff")
+        .filter_map(Result::ok)
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.iter().map(|n| case(n)).collect()
+}
+
+/// `diff(desired, observed)` rendered, with its conflicts.
+fn rendered(plan: &NodePlan, o: &Observed) -> String {
+    let d = diff(plan, o);
     for op in &d.ops {
         assert!(d.line(op).starts_with(d.sign(op)), "sign of {}", d.line(op));
     }
@@ -301,223 +378,165 @@ fn golden(case: &str, plan: &NodePlan, observed: &Observed) {
     for c in &d.conflicts {
         got.push_str(&format!("conflict: {c}\n"));
     }
-    let path = data_dir().join(format!("{case}.ops"));
-    if std::env::var_os("PODNET_BLESS").is_some() {
-        std::fs::create_dir_all(data_dir()).expect("mkdir");
-        std::fs::write(&path, &got).expect("bless");
+    got
+}
+
+/// Compares `got` with the file (rewriting it when blessing).
+fn check_file(path: &Path, got: &str, what: &str) {
+    if bless() {
+        std::fs::write(path, got).expect("bless");
     }
-    let want = std::fs::read_to_string(&path)
+    let want = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with PODNET_BLESS=1)", path.display()));
-    assert_eq!(got, want, "case {case}");
+    assert_eq!(got, want, "{what}");
 }
 
-/// apply(A) then apply(B) must leave exactly what a fresh apply(B) leaves.
-fn transition(case: &str, a: &NodePlan, b: &NodePlan) {
-    let after_a = converge(a, machine());
-    golden(case, b, &after_a);
-    let via_a = converge(b, after_a);
-    let fresh = converge(b, machine());
-    assert_eq!(normal(&via_a), normal(&fresh), "case {case}");
-}
-
-#[test]
-fn fresh_host_gw_node() {
-    let p = plan_of(HOSTGW, "n1");
-    golden("fresh-host-gw", &p, &machine());
-    let o = converge(&p, machine());
-    assert!(diff(&p, &o).is_empty());
-}
-
-#[test]
-fn fresh_vxlan_node() {
-    golden("fresh-vxlan", &plan_of(&vxlan(HOSTGW), "n1"), &machine());
-}
-
-#[test]
-fn host_gw_to_vxlan_and_back() {
-    let h = plan_of(HOSTGW, "n1");
-    let v = plan_of(&vxlan(HOSTGW), "n1");
-    transition("host-gw-to-vxlan", &h, &v);
-    transition("vxlan-to-host-gw", &v, &h);
-}
-
-#[test]
-fn vxlan_to_direct_routing() {
-    let v = plan_of(&vxlan(HOSTGW), "n1");
-    let dr = plan_of(
-        &HOSTGW.replace("backend host-gw", "backend vxlan { direct-routing on }"),
-        "n1",
-    );
-    transition("vxlan-to-direct-routing", &v, &dr);
-}
-
-#[test]
-fn node_leaves_and_joins() {
-    let all = vxlan(HOSTGW);
-    let fewer = all.replace(
-        "node n3 { address 192.168.56.13/24; subnet 10.244.3.0/24 }\n",
-        "",
-    );
-    transition("node-leaves", &plan_of(&all, "n1"), &plan_of(&fewer, "n1"));
-    transition("node-joins", &plan_of(&fewer, "n1"), &plan_of(&all, "n1"));
-}
-
-#[test]
-fn vni_and_port_changes_recreate_the_vxlan() {
-    let v = vxlan(HOSTGW);
-    let vni = v.replace("backend vxlan", "backend vxlan { vni 7 }");
-    let port = v.replace("backend vxlan", "backend vxlan { port 4789 }");
-    transition("vni-change", &plan_of(&v, "n1"), &plan_of(&vni, "n1"));
-    transition("port-change", &plan_of(&v, "n1"), &plan_of(&port, "n1"));
-}
-
-#[test]
-fn mtu_and_subnet_changes_happen_in_place() {
-    let v = vxlan(HOSTGW);
-    let mtu = v.replace(
-        "pod-cidr 10.244.0.0/16",
-        "pod-cidr 10.244.0.0/16\n    mtu 1400",
-    );
-    transition("mtu-change", &plan_of(&v, "n1"), &plan_of(&mtu, "n1"));
-    let h = HOSTGW.to_string();
-    let moved = h.replace("subnet 10.244.1.0/24", "subnet 10.244.9.0/24");
-    transition("subnet-change", &plan_of(&h, "n1"), &plan_of(&moved, "n1"));
-}
-
-#[test]
-fn drift_is_repaired_with_work_proportional_to_it() {
-    let p = plan_of(&vxlan(HOSTGW), "n1");
-    let mut o = converge(&p, machine());
-    // A route deleted by hand, a neighbour with a wrong MAC, an FDB entry of an old MAC,
-    // the bridge's MTU changed.
-    o.routes.remove(0);
-    o.neighs[0].mac = Some([2, 0, 0, 0, 0, 0x99]);
-    let vx = o.fdb[0].index;
-    o.fdb.push(Fdb {
-        index: vx,
-        mac: [2, 0, 0, 0, 0, 0x98],
-        dst: Some(Ipv4Addr::new(192, 168, 56, 99)),
-        permanent: true,
-    });
-    let br = o
+/// Links that are not podnet's, and routes and nexthops of other protocols.
+fn foreign(o: &Observed) -> Vec<String> {
+    let mut v: Vec<String> = o
         .links
-        .iter_mut()
-        .find(|l| l.name == "cni0")
-        .expect("bridge");
-    br.mtu = 1500;
-    golden("drift", &p, &o);
-    converge(&p, o);
+        .iter()
+        .filter(|l| !o.owned.contains(&l.index))
+        .map(|l| format!("{l:?}"))
+        .collect();
+    v.extend(
+        o.routes
+            .iter()
+            .filter(|r| !o.protocols.contains(&r.protocol))
+            .map(|r| format!("{r:?}")),
+    );
+    v.extend(
+        o.nexthops
+            .iter()
+            .filter(|n| !o.protocols.contains(&n.protocol))
+            .map(|n| format!("{n:?}")),
+    );
+    v
 }
 
 #[test]
-fn foreign_objects_are_left_alone_or_block() {
-    let p = plan_of(&vxlan(HOSTGW), "n1");
-    let mut o = machine();
-    // A foreign bridge, a neighbour on eth0, a route and a nexthop of other protocols.
-    o.links.push(Link {
-        index: 9,
-        name: "br-foreign".into(),
-        kind: Some(KernelLinkKind::Bridge),
-        mtu: 1500,
-        mac: None,
-        up: true,
-        alias: None,
-        master: None,
-        vxlan: None,
-    });
-    o.neighs.push(Neigh {
-        index: 2,
-        ip: Ipv4Addr::new(192, 168, 56, 1),
-        mac: Some([2, 0, 0, 0, 0, 1]),
-        permanent: true,
-    });
-    o.nexthops.push(Nexthop {
-        id: 1,
-        gateway: Ipv4Addr::new(192, 168, 56, 1),
-        ifindex: 2,
-        onlink: false,
-        protocol: 4,
-    });
-    o.routes.push(Route {
-        dst: "10.244.2.0/24".parse().expect("net"),
-        target: Target::Nexthop(1),
-        protocol: 4,
-    });
-    golden("foreign-untouched", &p, &o);
-    let after = converge(&p, o.clone());
-    assert!(after.links.iter().any(|l| l.name == "br-foreign"));
-    assert!(after.nexthops.iter().any(|n| n.protocol == 4));
-    assert!(after.routes.iter().any(|r| r.protocol == 4));
-    // A foreign link with a planned name blocks the apply before anything changes.
-    let mut blocked = machine();
-    blocked.links.push(Link {
-        index: 5,
-        name: "cni0".into(),
-        kind: Some(KernelLinkKind::Bridge),
-        mtu: 1500,
-        mac: None,
-        up: true,
-        alias: Some("docker".into()),
-        master: None,
-        vxlan: None,
-    });
-    golden("foreign-link-conflict", &p, &blocked);
+fn golden_cases() {
+    let all = cases();
+    assert!(all.len() >= 19, "only {} cases", all.len());
+    for c in &all {
+        if let Some(before) = &c.before {
+            let after = observed_text::render(&converge(before, machine()));
+            check_file(
+                &c.dir.join("observed"),
+                &after,
+                &format!(
+                    "case {}: observed is not what applying before.podnet leaves",
+                    c.name
+                ),
+            );
+        }
+        let c = case(&c.name);
+        let o = observed(&c);
+        assert_eq!(
+            observed_text::render(&o),
+            c.observed,
+            "case {}: observed is not in canonical form",
+            c.name
+        );
+        let d = diff(&c.desired, &o);
+        check_file(
+            &c.dir.join("ops"),
+            &rendered(&c.desired, &o),
+            &format!("case {}", c.name),
+        );
+        if !d.conflicts.is_empty() {
+            continue;
+        }
+        let after = converge(&c.desired, o.clone());
+        let kept = foreign(&after);
+        for f in foreign(&o) {
+            assert!(kept.contains(&f), "case {}: foreign {f} touched", c.name);
+        }
+        if c.before.is_some() {
+            let fresh = converge(&c.desired, machine());
+            assert_eq!(normal(&after), normal(&fresh), "case {}", c.name);
+        }
+    }
 }
 
 #[test]
-fn teardown_is_the_diff_against_nothing() {
-    let p = plan_of(&vxlan(HOSTGW), "n1");
-    let o = converge(&p, machine());
-    let nothing = podnet::engine::empty_plan(77);
-    golden("teardown", &nothing, &o);
-    let d = diff(&nothing, &o);
-    let after = sim(o, &d.ops);
+fn teardown_removes_everything_podnet_owns() {
+    let c = case("teardown");
+    let after = converge(&c.desired, observed(&c));
     assert!(after.owned.is_empty());
     assert!(after.routes.is_empty() && after.nexthops.is_empty());
+    assert!(after.files.values().all(Option::is_none));
 }
 
 #[test]
-fn old_protocol_and_plain_gateways() {
-    let p = plan_of(HOSTGW, "n1");
-    let mut old = p.clone();
-    old.route_protocol = 78;
-    let mut o = converge(&old, machine());
-    o.protocols.insert(78);
-    golden("protocol-change", &p, &o);
-    let o = converge(&p, o);
+fn an_old_protocol_is_replaced_in_place() {
+    let c = case("protocol-change");
+    let o = converge(&c.desired, observed(&c));
     assert!(o.routes.iter().all(|r| r.protocol == 77));
-    let mut plain = machine();
-    plain.style = RouteStyle::PlainGateways;
-    golden("plain-gateways", &p, &plain);
-    converge(&p, plain);
 }
 
 #[test]
-fn foreign_objects_in_the_way_are_conflicts() {
-    let p = plan_of(&vxlan(HOSTGW), "n1");
-    // A foreign route to a planned destination, a foreign vxlan on the planned VNI and port,
-    // nexthop ids podnet would pick taken by objects it cannot parse (IPv6, groups).
-    let mut o = machine();
-    o.foreign_routes
-        .insert("10.244.2.0/24".parse().expect("net"));
-    o.links.push(Link {
-        index: 7,
-        name: "vx-other".into(),
-        kind: Some(KernelLinkKind::Vxlan),
-        mtu: 1450,
-        mac: None,
-        up: true,
-        alias: None,
-        master: None,
-        vxlan: Some(Vxlan {
-            vni: 1,
-            port: 8472,
-            local: None,
-            link: None,
-            learning: true,
-        }),
-    });
-    golden("foreign-in-the-way", &p, &o);
+fn a_file_leaving_the_plan_gets_its_prior_content_back() {
+    let c = case("file-leaves-plan");
+    let o = observed(&c);
+    let (path, prior) = o.file_priors.iter().next().expect("a prior");
+    let prior = prior.clone();
+    let path = path.clone();
+    assert!(matches!(&prior, Some(FileState { content, .. }) if content.contains(&0xe9)));
+    let o = converge(&c.desired, o);
+    assert_eq!(o.files.get(&path), Some(&prior));
+}
+
+#[test]
+fn conflicts_are_typed() {
+    let c = case("foreign-in-the-way");
+    let d = diff(&c.desired, &observed(&c));
+    assert_eq!(d.conflicts.len(), 2, "{:?}", d.conflicts);
+    assert!(
+        d.conflicts
+            .iter()
+            .all(|c| c.kind() == ConflictKind::ForeignObject)
+    );
+    // A missing underlay is a missing prerequisite.
+    let mut o = observed(&case("fresh-vxlan"));
+    o.links.retain(|l| l.name != "eth0");
+    let d = diff(&c.desired, &o);
+    assert!(
+        d.conflicts
+            .iter()
+            .any(|c| c.kind() == ConflictKind::MissingPrerequisite
+                && c.to_string().contains("underlay interface eth0")),
+        "{:?}",
+        d.conflicts
+    );
+    // Many foreign routes: five listed, the last counting the rest.
+    let mut o = observed(&case("fresh-host-gw"));
+    let many = HOSTGW.to_string()
+        + &(4..12)
+            .map(|i| {
+                format!(
+                    "node n{i} {{ address 192.168.56.{}/24; subnet 10.244.{i}.0/24 }}\n",
+                    10 + i
+                )
+            })
+            .collect::<String>();
+    let p = plan_of(&many, "n1");
+    for r in &p.routes {
+        o.foreign_routes.insert(r.dst);
+    }
+    let d = diff(&p, &o);
+    let texts: Vec<String> = d.conflicts.iter().map(ToString::to_string).collect();
+    assert_eq!(texts.len(), 5, "{texts:#?}");
+    assert!(
+        texts[4].ends_with("(… and 5 more foreign routes in the way)"),
+        "{}",
+        texts[4]
+    );
+}
+
+#[test]
+fn foreign_nexthop_ids_are_avoided_and_unjournaled_routes_block() {
+    let p = case("fresh-vxlan").desired;
     let mut ids = machine();
     let base = podnet::diff::routes::id_range(77).0;
     ids.other_nexthop_ids = vec![base, base + 1];
@@ -538,20 +557,36 @@ fn foreign_objects_in_the_way_are_conflicts() {
 }
 
 #[test]
-fn a_file_leaving_the_plan_gets_its_prior_content_back() {
-    let p = plan_of(HOSTGW, "n1");
-    let conflist = p.files[0].path.clone();
-    let mut o = machine();
-    let prior = FileState {
-        mode: 0o600,
-        content: b"operator's own \xe9 conflist".to_vec(),
-    };
-    o.files.insert(conflist.clone(), Some(prior.clone()));
-    let mut o = converge(&p, o);
-    o.file_priors.insert(conflist.clone(), Some(prior.clone()));
-    let mut moved = p.clone();
-    moved.files[0].path = "/etc/cni/net.d/20-other.conflist".into();
-    golden("file-leaves-plan", &moved, &o);
-    let o = converge(&moved, o);
-    assert_eq!(o.files.get(&conflist), Some(&Some(prior)));
+fn new_routes_are_added_and_only_observed_ones_replaced() {
+    let c = case("fresh-host-gw");
+    let d = diff(&c.desired, &observed(&c));
+    assert!(
+        d.ops
+            .iter()
+            .any(|o| matches!(o, Op::Route(RouteOp::RouteAdd(_))))
+    );
+    assert!(
+        !d.ops
+            .iter()
+            .any(|o| matches!(o, Op::Route(RouteOp::RouteReplace { .. })))
+    );
+    let mut o = converge(&c.desired, observed(&c));
+    // A changed gateway: a replace that knows the old target.
+    let mut moved = c.desired.clone();
+    moved.routes[0].via = Ipv4Addr::new(192, 168, 56, 99);
+    let d = diff(&moved, &o);
+    let old = o
+        .routes
+        .iter()
+        .find(|r| r.dst == moved.routes[0].dst)
+        .map(|r| r.target.clone())
+        .expect("route");
+    assert!(
+        d.ops.iter().any(|op| matches!(op,
+            Op::Route(RouteOp::RouteReplace { route, was }) if route.dst == moved.routes[0].dst && *was == old)),
+        "{}",
+        d.render()
+    );
+    o = converge(&moved, o);
+    assert!(diff(&moved, &o).is_empty());
 }

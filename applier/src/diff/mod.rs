@@ -161,8 +161,6 @@ impl Op {
 pub struct Diff {
     pub ops: Vec<Op>,
     pub names: BTreeMap<u32, String>,
-    /// Destinations of routes that exist now (a route replace on them is a change, `~`).
-    pub existing_routes: HashSet<ipnet::Ipv4Net>,
     pub conflicts: Vec<Conflict>,
 }
 
@@ -270,7 +268,6 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
         .position(|o| matches!(o, Op::LinkDelete { .. }))
         .unwrap_or(d.ops.len());
     d.ops.splice(at..at, routes.pre);
-    d.existing_routes = routes.existing;
 
     d.ops.extend(addrs.creates);
     d.ops.extend(neigh.creates);

@@ -113,13 +113,11 @@ impl Diff {
                 if n.onlink { " onlink" } else { "" }
             ),
             Op::Route(RouteOp::NexthopDelete(id)) => format!("- nexthop id {id}"),
-            Op::Route(RouteOp::RouteReplace(r)) => {
-                let sign = if self.existing_routes.contains(&r.dst) {
-                    "~"
-                } else {
-                    "+"
-                };
-                format!("{sign} route {} {}", r.dst, self.target(&r.target))
+            Op::Route(RouteOp::RouteAdd(r)) => {
+                format!("+ route {} {}", r.dst, self.target(&r.target))
+            }
+            Op::Route(RouteOp::RouteReplace { route: r, .. }) => {
+                format!("~ route {} {}", r.dst, self.target(&r.target))
             }
             Op::Route(RouteOp::RouteDelete(r)) => {
                 format!(
@@ -183,8 +181,8 @@ impl Diff {
             | Op::Route(RouteOp::NexthopAdd(_))
             | Op::FileWrite(_) => '+',
             Op::Sysctl { .. } | Op::LinkChange { .. } | Op::FileRestore { .. } => '~',
-            Op::Route(RouteOp::RouteReplace(r)) if self.existing_routes.contains(&r.dst) => '~',
-            Op::Route(RouteOp::RouteReplace(_)) => '+',
+            Op::Route(RouteOp::RouteAdd(_)) => '+',
+            Op::Route(RouteOp::RouteReplace { .. }) => '~',
             Op::LinkDelete { .. }
             | Op::AddrDelete(_)
             | Op::NeighDelete(_)

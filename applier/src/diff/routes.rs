@@ -25,8 +25,6 @@ pub struct NodeRoutes {
     /// Nexthop creates and route writes; then route deletes (the plan's protocol, then
     /// older ones) and nexthop deletes (likewise).
     pub changes: Changes,
-    /// Destinations of the plan protocol's routes that exist now.
-    pub existing: HashSet<Ipv4Net>,
 }
 
 /// The route and nexthop operations of the whole node; `recreated` are links deleted to
@@ -76,12 +74,6 @@ pub fn node(
             .iter()
             .map(|id| Op::Route(RouteOp::NexthopDelete(*id))),
     );
-    out.existing = obs
-        .routes
-        .iter()
-        .filter(|r| r.protocol == p)
-        .map(|r| r.dst)
-        .collect();
     let current = Observed {
         routes: obs
             .routes
@@ -97,10 +89,22 @@ pub fn node(
             .cloned()
             .collect(),
         other_ids: obs.other_nexthop_ids.clone(),
+        older: obs
+            .routes
+            .iter()
+            .filter(|r| r.protocol != p && obs.protocols.contains(&r.protocol))
+            .filter(alive)
+            .cloned()
+            .collect(),
     };
     let (creates, deletes): (Vec<RouteOp>, Vec<RouteOp>) = diff(&want, &current, p, obs.style)
         .into_iter()
-        .partition(|o| matches!(o, RouteOp::NexthopAdd(_) | RouteOp::RouteReplace(_)));
+        .partition(|o| {
+            matches!(
+                o,
+                RouteOp::NexthopAdd(_) | RouteOp::RouteAdd(_) | RouteOp::RouteReplace { .. }
+            )
+        });
     let c = &mut out.changes;
     c.creates.extend(creates.into_iter().map(Op::Route));
     // Routes of protocols podnet used before go too, before their nexthops.
@@ -194,6 +198,9 @@ pub struct Observed {
     pub nexthops: Vec<Nexthop>,
     /// Ids of every other nexthop object (IPv6, groups, blackholes…): taken, too.
     pub other_ids: Vec<u32>,
+    /// Routes of podnet's earlier protocols (deleted later): a planned route to one of
+    /// their destinations replaces it instead of creating.
+    pub older: Vec<Route>,
 }
 
 /// One kernel change, in execution order.
@@ -201,7 +208,15 @@ pub struct Observed {
 pub enum RouteOp {
     /// Create a nexthop under a free id (create-exclusive: never overwrites).
     NexthopAdd(Nexthop),
-    RouteReplace(Route),
+    /// Create a route not observed (create-exclusive: EEXIST if a route to its destination
+    /// appeared since the observation, which is then never overwritten).
+    RouteAdd(Route),
+    /// Change a route observed as podnet's in place (one message: never missing in
+    /// between); `was` is its target now, still in use if the replace fails.
+    RouteReplace {
+        route: Route,
+        was: Target,
+    },
     RouteDelete(Route),
     NexthopDelete(u32),
 }
@@ -286,6 +301,7 @@ pub fn diff(
     }
 
     let have: HashMap<Ipv4Net, &Route> = observed.routes.iter().map(|r| (r.dst, r)).collect();
+    let older: HashMap<Ipv4Net, &Route> = observed.older.iter().map(|r| (r.dst, r)).collect();
     let mut wanted: HashSet<Ipv4Net> = HashSet::with_capacity(want.len());
     for w in want {
         wanted.insert(w.dst);
@@ -302,9 +318,14 @@ pub fn diff(
             target,
             protocol,
         };
-        if have.get(&w.dst).is_none_or(|r| **r != route) {
+        match have.get(&w.dst).or_else(|| older.get(&w.dst)) {
+            Some(r) if **r == route => {}
             // One replace changes a route in place: it is never missing in between.
-            ops.push(RouteOp::RouteReplace(route));
+            Some(r) => ops.push(RouteOp::RouteReplace {
+                route,
+                was: r.target.clone(),
+            }),
+            None => ops.push(RouteOp::RouteAdd(route)),
         }
     }
     let mut stale: Vec<&Route> = observed
@@ -348,7 +369,15 @@ mod tests {
                     o.nexthops.retain(|x| x.id != n.id);
                     o.nexthops.push(n.clone());
                 }
-                RouteOp::RouteReplace(r) => {
+                RouteOp::RouteAdd(r) => {
+                    assert!(!o.routes.iter().any(|x| x.dst == r.dst), "EEXIST");
+                    o.routes.push(r.clone());
+                }
+                RouteOp::RouteReplace { route: r, was } => {
+                    assert!(
+                        o.routes.iter().any(|x| x.dst == r.dst && x.target == *was),
+                        "replace of a route not there"
+                    );
                     o.routes.retain(|x| x.dst != r.dst);
                     o.routes.push(r.clone());
                 }
@@ -392,7 +421,8 @@ mod tests {
             .iter()
             .map(|o| match o {
                 RouteOp::NexthopAdd(_) => "nh+",
-                RouteOp::RouteReplace(_) => "rt~",
+                RouteOp::RouteAdd(_) => "rt+",
+                RouteOp::RouteReplace { .. } => "rt~",
                 RouteOp::RouteDelete(_) => "rt-",
                 RouteOp::NexthopDelete(_) => "nh-",
             })
@@ -420,6 +450,7 @@ mod tests {
             routes: vec![],
             nexthops: vec![foreign.clone()],
             other_ids: vec![id_range(P).0 + 1],
+            older: vec![],
         };
         let w = vec![want(1, 21), want(2, 22)];
         let ops = diff(&w, &start, P, RouteStyle::Nexthops);
