@@ -45,6 +45,8 @@ enum Call {
 struct Entry<P> {
     /// The podnet build that compiled it (version, and the executable's size and mtime).
     build: String,
+    /// The cluster file applied, as given and resolved (another file never hits).
+    file: (PathBuf, PathBuf),
     /// `--node` as given (`None`: chosen by the local addresses below).
     node: Option<String>,
     local: Vec<Ipv4Addr>,
@@ -138,6 +140,14 @@ fn build() -> String {
     format!("{} {exe}", env!("CARGO_PKG_VERSION"))
 }
 
+/// The cluster file as given and as resolved now.
+fn key(file: &Path) -> (PathBuf, PathBuf) {
+    (
+        file.to_path_buf(),
+        std::fs::canonicalize(file).unwrap_or_else(|_| file.to_path_buf()),
+    )
+}
+
 fn path(root: Option<&Path>) -> PathBuf {
     journal::dir(root).join(FILE)
 }
@@ -146,12 +156,13 @@ fn path(root: Option<&Path>) -> PathBuf {
 /// addresses (asked only when `node` is `None`).
 pub fn lookup(
     root: Option<&Path>,
+    file: &Path,
     node: Option<&str>,
     local: impl FnOnce() -> io::Result<Vec<Ipv4Addr>>,
 ) -> Option<NodePlan> {
     let bytes = std::fs::read(path(root)).ok()?;
     let e: Entry<NodePlan> = serde_json::from_slice(&bytes).ok()?;
-    if e.build != build() || e.node.as_deref() != node {
+    if e.build != build() || e.file != key(file) || e.node.as_deref() != node {
         return None;
     }
     if node.is_none() && local().ok()? != e.local {
@@ -164,6 +175,7 @@ pub fn lookup(
 /// means no cache).
 pub fn store(
     root: Option<&Path>,
+    file: &Path,
     node: Option<&str>,
     local: Vec<Ipv4Addr>,
     rec: Recorder,
@@ -171,6 +183,7 @@ pub fn store(
 ) {
     let e = Entry {
         build: build(),
+        file: key(file),
         node: node.map(str::to_string),
         local,
         calls: rec.calls.into_inner(),
@@ -192,7 +205,7 @@ include \"racks/*.podnet\"
 ";
 
     fn compiled(file: &Path, root: &Path) -> NodePlan {
-        if let Some(p) = lookup(Some(root), Some("a"), || Ok(Vec::new())) {
+        if let Some(p) = lookup(Some(root), file, Some("a"), || Ok(Vec::new())) {
             return p;
         }
         let rec = Recorder::new();
@@ -200,12 +213,12 @@ include \"racks/*.podnet\"
         let plan = Planner::new(c.valid_cluster().expect("valid"))
             .plan_named("a")
             .expect("plan");
-        store(Some(root), Some("a"), Vec::new(), rec, &plan);
+        store(Some(root), file, Some("a"), Vec::new(), rec, &plan);
         plan
     }
 
-    fn hit(root: &Path) -> bool {
-        lookup(Some(root), Some("a"), || Ok(Vec::new())).is_some()
+    fn hit(root: &Path, file: &Path) -> bool {
+        lookup(Some(root), file, Some("a"), || Ok(Vec::new())).is_some()
     }
 
     #[test]
@@ -222,13 +235,17 @@ include \"racks/*.podnet\"
              node b { address 10.0.0.2/24; subnet 10.244.2.0/24 }\n",
         )
         .expect("write");
-        assert!(!hit(state.path()));
+        assert!(!hit(state.path(), &file));
         let first = compiled(&file, state.path());
-        assert!(hit(state.path()), "an unchanged cluster hits");
+        assert!(hit(state.path(), &file), "an unchanged cluster hits");
         assert_eq!(compiled(&file, state.path()), first);
         // Another node asked for, or the node chosen by other local addresses: a miss.
-        assert!(lookup(Some(state.path()), Some("b"), || Ok(Vec::new())).is_none());
-        assert!(lookup(Some(state.path()), None, || Ok(Vec::new())).is_none());
+        assert!(lookup(Some(state.path()), &file, Some("b"), || Ok(Vec::new())).is_none());
+        assert!(lookup(Some(state.path()), &file, None, || Ok(Vec::new())).is_none());
+        // Another cluster file that reads the same includes: a miss.
+        let other = d.path().join("other.podnet");
+        std::fs::write(&other, ROOT.replace("10.244.0.0/16", "10.245.0.0/16")).expect("write");
+        assert!(!hit(state.path(), &other));
         // An included file changes.
         std::fs::write(
             &rack,
@@ -236,7 +253,7 @@ include \"racks/*.podnet\"
              node b { address 10.0.0.3/24; subnet 10.244.2.0/24 }\n",
         )
         .expect("write");
-        assert!(!hit(state.path()));
+        assert!(!hit(state.path(), &file));
         let second = compiled(&file, state.path());
         assert_ne!(second, first);
         assert_eq!(
@@ -244,17 +261,17 @@ include \"racks/*.podnet\"
             "10.0.0.3".parse::<Ipv4Addr>().expect("ip")
         );
         // A new file matches the include glob.
-        assert!(hit(state.path()));
+        assert!(hit(state.path(), &file));
         std::fs::write(
             d.path().join("racks/r2.podnet"),
             "node c { address 10.0.0.4/24; subnet 10.244.3.0/24 }\n",
         )
         .expect("write");
-        assert!(!hit(state.path()));
+        assert!(!hit(state.path(), &file));
         assert_eq!(compiled(&file, state.path()).routes.len(), 2);
         // A lock file appears (the compile looked for one and found none).
-        assert!(hit(state.path()));
+        assert!(hit(state.path(), &file));
         std::fs::write(d.path().join("cluster.podnet.lock"), "garbage").expect("write");
-        assert!(!hit(state.path()));
+        assert!(!hit(state.path(), &file));
     }
 }

@@ -189,6 +189,20 @@ pub enum PlanError {
     RouteHostBits { dst: Ipv4Net },
     #[error("a route to 0.0.0.0/0 is refused: podnet routes node subnets, never the default route")]
     DefaultRoute,
+    #[error("route {dst} via {via} is refused: {problem}")]
+    RouteGateway {
+        dst: Ipv4Net,
+        via: std::net::Ipv4Addr,
+        problem: &'static str,
+    },
+    #[error("route {dst} is refused: {problem}")]
+    RouteReserved { dst: Ipv4Net, problem: &'static str },
+    #[error("address {address} on {dev} is refused: {problem}")]
+    AddressRange {
+        address: Ipv4Net,
+        dev: String,
+        problem: &'static str,
+    },
     #[error("sysctl `{key}` is not one podnet sets: allowed is net.ipv4.ip_forward")]
     SysctlKey { key: String },
     #[error(
@@ -368,6 +382,22 @@ fn entries(plan: &NodePlan, own: &HashSet<&str>, e: &mut Vec<PlanError>) {
 }
 
 fn routes(plan: &NodePlan, own: &HashSet<&str>, e: &mut Vec<PlanError>) {
+    // Addresses podnet puts on its links must be pod-network addresses, never the
+    // underlay's (a second route to the segment would compete with the underlay's own).
+    for a in &plan.addresses {
+        let problem = reserved(a.address.trunc()).or_else(|| {
+            let u = plan.underlay.address;
+            (a.address.contains(&u.addr()) || u.contains(&a.address.addr()))
+                .then_some("it overlaps the node's underlay segment")
+        });
+        if let Some(problem) = problem {
+            e.push(PlanError::AddressRange {
+                address: a.address,
+                dev: a.dev.clone(),
+                problem,
+            });
+        }
+    }
     let underlay = plan.underlay.interface.as_str();
     for r in &plan.routes {
         if link_name_problem(&r.dev).is_some() {
@@ -383,7 +413,50 @@ fn routes(plan: &NodePlan, own: &HashSet<&str>, e: &mut Vec<PlanError>) {
             e.push(PlanError::DefaultRoute);
         } else if r.dst.trunc() != r.dst {
             e.push(PlanError::RouteHostBits { dst: r.dst });
+        } else if let Some(problem) = reserved(r.dst) {
+            e.push(PlanError::RouteReserved {
+                dst: r.dst,
+                problem,
+            });
+        } else if r.dst.contains(&plan.underlay.address.trunc())
+            || plan.underlay.address.trunc().contains(&r.dst)
+        {
+            e.push(PlanError::RouteReserved {
+                dst: r.dst,
+                problem: "it overlaps the node's underlay segment",
+            });
         }
+        let via = r.via;
+        let problem = if via.is_unspecified() || via.is_broadcast() {
+            Some("the gateway must be a unicast address")
+        } else if via.is_multicast() || via.is_loopback() || via.is_link_local() {
+            Some("the gateway must be a unicast address outside 127/8, 169.254/16 and 224/4")
+        } else if via == plan.underlay.address.addr() {
+            Some("the gateway is this node's own address")
+        } else if r.dev == underlay && !r.onlink && !plan.underlay.address.contains(&via) {
+            Some("a gateway on the underlay must be on the node's segment (or the route onlink)")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            e.push(PlanError::RouteGateway {
+                dst: r.dst,
+                via,
+                problem,
+            });
+        }
+    }
+}
+
+/// Why `net` cannot be a pod network destination or address, if it cannot.
+fn reserved(net: Ipv4Net) -> Option<&'static str> {
+    let a = net.network();
+    if a.is_loopback() || a.octets()[0] == 0 {
+        Some("0.0.0.0/8 and 127.0.0.0/8 are not pod networks")
+    } else if a.is_multicast() || a.is_broadcast() || a.octets()[0] >= 240 {
+        Some("multicast and reserved addresses are not pod networks")
+    } else {
+        None
     }
 }
 

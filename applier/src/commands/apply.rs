@@ -188,7 +188,7 @@ pub fn load_plan(
         plan
     } else {
         if let Some(root) = cache
-            && let Some(plan) = plan_cache::lookup(root, node, || local_addresses(ns))
+            && let Some(plan) = plan_cache::lookup(root, target, node, || local_addresses(ns))
         {
             return Ok(Ok(plan));
         }
@@ -212,7 +212,7 @@ pub fn load_plan(
         match index.and_then(|i| planner.plan(i)) {
             Ok(p) => {
                 if let Some(root) = cache {
-                    plan_cache::store(root, node, local, rec, &p);
+                    plan_cache::store(root, target, node, local, rec, &p);
                 }
                 p
             }
