@@ -75,9 +75,9 @@ pub enum EngineError {
         resolved: PathBuf,
         root: PathBuf,
     },
-    #[error("firewall: {0}")]
+    #[error(transparent)]
     Firewall(#[from] FirewallError),
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
