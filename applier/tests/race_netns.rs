@@ -6,15 +6,13 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use common::{NetNs, in_ns};
 use podnet::diff::{Diff, Observed, Op, diff};
 use podnet::execute::{self, FailureError, Report};
 use podnet::kernel::nl::NlSocket;
 use podnet::observe::{self, Scope};
-use podnet_compiler::plan::{NodePlan, Planner};
-use podnet_compiler::{MemLoader, UseLock, compile_text};
+use podnet_compiler::plan::NodePlan;
 
 const HOSTGW: &str = "cluster c {
     pod-cidr 10.244.0.0/16
@@ -42,16 +40,7 @@ fn node(tag: &str) -> Node {
 /// n1's plan without what would touch anything outside the namespace (files, sysctls);
 /// `routes_only` also drops the bridge and its address.
 fn plan(routes_only: bool) -> NodePlan {
-    let c = compile_text(
-        &MemLoader::default(),
-        Path::new("c.podnet"),
-        HOSTGW.to_string(),
-        UseLock::No,
-    );
-    let cluster = c
-        .valid_cluster()
-        .unwrap_or_else(|| panic!("valid cluster: {:?}", c.diagnostics));
-    let mut p = Planner::new(cluster).plan_named("n1").expect("plan");
+    let mut p = common::plan_of(HOSTGW, "n1");
     p.files.clear();
     p.sysctls.clear();
     if routes_only {

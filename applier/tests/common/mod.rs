@@ -95,6 +95,22 @@ pub fn in_ns<T: Send + 'static>(ns: &NetNs, f: impl FnOnce() -> T + Send + 'stat
     .expect("namespace thread")
 }
 
+/// The plan of `node` in the cluster `src` (compiled in memory, no lock).
+pub fn plan_of(src: &str, node: &str) -> podnet_compiler::plan::NodePlan {
+    let c = podnet_compiler::compile_text(
+        &podnet_compiler::MemLoader::default(),
+        std::path::Path::new("c.podnet"),
+        src.to_string(),
+        podnet_compiler::UseLock::No,
+    );
+    let cluster = c
+        .valid_cluster()
+        .unwrap_or_else(|| panic!("valid cluster: {:?}", c.diagnostics));
+    podnet_compiler::plan::Planner::new(cluster)
+        .plan_named(node)
+        .expect("plan")
+}
+
 /// Runs a command, asserting success; returns stdout.
 pub fn run(program: &str, args: &[&str]) -> String {
     let out = Command::new(program).args(args).output().expect("spawn");
