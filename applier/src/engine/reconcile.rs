@@ -61,16 +61,8 @@ impl Engine {
         let root = self.root.clone();
         let loaded = self.journal.clone();
         let target = self.target.clone();
-        let result = target.run(|| {
-            run(
-                &rooted,
-                plan,
-                root.as_deref(),
-                loaded.as_ref(),
-                firewall,
-                early,
-            )
-        })?;
+        let result =
+            target.run(|| run(&rooted, root.as_deref(), loaded.as_ref(), firewall, early))?;
         let (reconciled, journal) = result?;
         self.journal = journal;
         Ok(reconciled)
@@ -80,7 +72,6 @@ impl Engine {
 /// The whole reconcile, inside the target namespace. Returns the journal as left.
 fn run(
     plan: &NodePlan,
-    compiled: &NodePlan,
     root: Option<&Path>,
     loaded: Option<&Journal>,
     firewall: FirewallMode,
@@ -89,7 +80,7 @@ fn run(
     let start = Instant::now();
     let mut j = loaded.cloned().unwrap_or_default();
     let mut sock = NlSocket::new()?;
-    preflight::identity(&mut sock, compiled)?;
+    preflight::identity(&mut sock, plan)?;
     let observe = |sock: &mut NlSocket, j: &Journal| -> Result<Observed, EngineError> {
         Ok(observe::observe(
             sock,

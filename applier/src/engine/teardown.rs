@@ -173,9 +173,13 @@ fn run(
 }
 
 fn failure(op: String, error: String) -> Failure {
+    failed(op, execute::FailureError::Io(error))
+}
+
+fn failed(op: String, error: execute::FailureError) -> Failure {
     Failure {
         op,
-        error: execute::FailureError::Io(error),
+        error,
         retryable: false,
     }
 }
