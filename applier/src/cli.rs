@@ -32,6 +32,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Remove everything podnet owns on this node and restore prior sysctls and files.
     Teardown(TeardownArgs),
+    /// Run as the node daemon: apply, then keep the node converged on the file and repair
+    /// drift from kernel events (health and metrics on --listen).
+    Watch(WatchArgs),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -153,4 +156,49 @@ pub struct TeardownArgs {
     /// The root the journal lives under (as given to `apply --root`).
     #[arg(long)]
     pub root: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The cluster file (its directory, includes and lock are watched).
+    #[arg(env = "PODNET_FILE")]
+    pub file: PathBuf,
+    /// The node to converge (default: the node whose address is on a local interface).
+    #[arg(long, env = "PODNET_NODE")]
+    pub node: Option<String>,
+    /// Prefix every file path and the journal (/var/lib/podnet) with DIR.
+    #[arg(long, env = "PODNET_ROOT")]
+    pub root: Option<PathBuf>,
+    /// Act on network namespace NAME (`/run/netns/NAME`) instead of this one.
+    #[arg(long, value_name = "NAME", env = "PODNET_NETNS")]
+    pub netns: Option<String>,
+    /// Address for /livez, /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "127.0.0.1:9402", env = "PODNET_LISTEN")]
+    pub listen: std::net::SocketAddr,
+    /// Full re-read and reconcile this often (e.g. `30s`, `5m`): catches what no event
+    /// announces (iptables-legacy, sysctls).
+    #[arg(long, default_value = "5m", value_parser = duration, env = "PODNET_RESYNC")]
+    pub resync: std::time::Duration,
+    /// Re-read the config's files this often, as a backstop for missed file events.
+    #[arg(long, default_value = "10s", value_parser = duration, env = "PODNET_POLL")]
+    pub poll: std::time::Duration,
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "PODNET_LOG_FORMAT")]
+    pub log_format: LogFormat,
+}
+
+/// A duration such as `300ms`, `30s`, `5m` or `1h` (at least 10 ms).
+fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let d =
+        humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (write e.g. 30s or 5m)"))?;
+    if d < std::time::Duration::from_millis(10) {
+        return Err(format!("`{s}` is too short (at least 10ms)"));
+    }
+    Ok(d)
 }

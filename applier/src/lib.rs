@@ -12,3 +12,4 @@ pub mod kernel;
 pub mod observe;
 pub mod plan_cache;
 pub mod report;
+pub mod watch;

@@ -128,6 +128,47 @@ impl Loader for Recorder {
     }
 }
 
+/// What one compile read, kept by `watch` to tell whether the inputs changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Inputs {
+    calls: Vec<Call>,
+}
+
+impl Recorder {
+    /// Everything this recorder answered.
+    pub fn into_inputs(self) -> Inputs {
+        Inputs {
+            calls: self.calls.into_inner(),
+        }
+    }
+}
+
+impl Inputs {
+    /// The files read (or looked for) and the glob patterns expanded.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::Read { path, .. } => Some(path.clone()),
+                Call::Glob { pattern, .. } => Some(pattern.clone()),
+                Call::Identity { .. } => None,
+            })
+            .collect()
+    }
+
+    /// Whether any answer differs now (a file's content, a glob's matches, a file that
+    /// appeared or went away): the same replay as the cache's lookup.
+    pub fn changed(&self) -> bool {
+        self.calls.iter().any(|c| answer(c) != *c)
+    }
+
+    /// A digest of every answer: equal digests mean equal inputs.
+    pub fn fingerprint(&self) -> String {
+        let text = serde_json::to_string(&self.calls).unwrap_or_default();
+        digest(&text)
+    }
+}
+
 /// This build of podnet.
 fn build() -> String {
     let exe = std::env::current_exe()

@@ -34,6 +34,16 @@ pub fn print(sources: &SourceMap, diags: &[Diagnostic], format: DiagFormat) -> s
     }
 }
 
+/// Diagnostics as plain text (no colours), for logs.
+pub fn render(sources: &SourceMap, diags: &[Diagnostic]) -> String {
+    let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor());
+    let mut out = String::new();
+    for d in diags {
+        let _ = handler.render_report(&mut out, &d.to_report(sources));
+    }
+    out
+}
+
 /// A one-line summary such as `error: 4 errors, 1 warning in cluster.podnet`.
 pub fn summary(diags: &[Diagnostic]) -> Option<String> {
     let errors = diags.iter().filter(|d| d.is_error()).count();

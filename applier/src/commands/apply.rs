@@ -236,7 +236,7 @@ fn local_nodes<'a>(cluster: &'a podnet_compiler::Cluster, local: &[Ipv4Addr]) ->
 }
 
 /// The IPv4 addresses configured in `ns`, sorted, without repeats.
-fn local_addresses(ns: &Target) -> std::io::Result<Vec<Ipv4Addr>> {
+pub(crate) fn local_addresses(ns: &Target) -> std::io::Result<Vec<Ipv4Addr>> {
     let set = ns.run(|| -> std::io::Result<BTreeSet<Ipv4Addr>> {
         let mut sock = NlSocket::new()?;
         Ok(sock
@@ -250,7 +250,10 @@ fn local_addresses(ns: &Target) -> std::io::Result<Vec<Ipv4Addr>> {
 }
 
 /// The one node whose underlay address is among `local`.
-fn local_node(cluster: &podnet_compiler::Cluster, local: &[Ipv4Addr]) -> anyhow::Result<String> {
+pub(crate) fn local_node(
+    cluster: &podnet_compiler::Cluster,
+    local: &[Ipv4Addr],
+) -> anyhow::Result<String> {
     match local_nodes(cluster, local).as_slice() {
         [one] => Ok((*one).to_string()),
         [] => anyhow::bail!(

@@ -7,3 +7,4 @@ pub mod lock;
 pub mod plan;
 pub mod status;
 pub mod teardown;
+pub mod watch;

@@ -10,6 +10,7 @@
 
 mod preflight;
 mod reconcile;
+mod repair;
 mod teardown;
 
 use std::collections::BTreeSet;
@@ -32,6 +33,7 @@ use crate::observe::{self, Scope};
 
 pub use preflight::{Tool, missing_tool};
 pub use reconcile::Reconciled;
+pub use repair::Repaired;
 pub use teardown::TornDown;
 
 /// Whether the engine takes the applier lock (writers) or only reads.

@@ -31,6 +31,9 @@ pub struct Reconciled {
     pub firewall: Option<FirewallReport>,
     /// What still differs after the last round (empty when converged).
     pub remaining: Diff,
+    /// The last observation of the kernel objects (what `remaining` was computed from):
+    /// `watch` keeps it as its picture of the node and updates it from kernel events.
+    pub observed: Observed,
     pub elapsed: Duration,
 }
 
@@ -139,7 +142,7 @@ fn run(
             Some(Ok(r)) => Some(r?),
             Some(Err(_)) => return Err(io_other("the firewall thread panicked")),
         };
-        let (changes, done, failures, remaining) = kernel?;
+        let (changes, done, failures, remaining, observed) = kernel?;
         if failures.is_empty() && remaining.is_empty() {
             commit(&mut j, plan);
             if manage_fw {
@@ -163,6 +166,7 @@ fn run(
                 failures,
                 firewall: fw,
                 remaining,
+                observed,
                 elapsed: start.elapsed(),
             },
             Some(j),
@@ -182,11 +186,11 @@ pub(super) fn nft_table_exists(exec: &Exec, table: &str) -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
-type Converged = (Diff, usize, Vec<Failure>, Diff);
+type Converged = (Diff, usize, Vec<Failure>, Diff, Observed);
 
 /// The kernel part: execute, observe again and diff, for up to `ROUNDS` rounds while only
 /// retryable errors occur. Returns (first diff, operations done, failures, what still
-/// differs, from a fresh observation).
+/// differs, the fresh observation it was computed from).
 fn converge(
     plan: &NodePlan,
     sock: &mut NlSocket,
@@ -236,7 +240,7 @@ fn converge(
         }
         failures.clear();
     }
-    Ok((changes, done, failures, d))
+    Ok((changes, done, failures, d, obs))
 }
 
 /// Write-ahead: names (with kinds) the links the link stage is about to create; returns

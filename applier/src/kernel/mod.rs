@@ -3,6 +3,7 @@
 //! FDB entries). Only the executor writes through this.
 
 pub mod addr;
+pub mod events;
 pub mod link;
 pub mod neigh;
 pub mod netns;
