@@ -384,7 +384,10 @@ impl Daemon {
                     "config loaded"
                 );
                 self.wanted = Some(c);
-                self.set_health(|h| h.config = Ok(()));
+                self.set_health(|h| {
+                    h.config = Ok(());
+                    h.converged = Err("the newest config is not applied yet".into());
+                });
                 self.reloaded("applied");
                 self.full_soon(Instant::now(), if first { Why::Start } else { Why::Config });
             }
