@@ -1,7 +1,7 @@
 //! Health and metrics over HTTP (`tiny_http`, one thread): `/livez` and `/healthz` (the
 //! event loop is alive), `/readyz` (the first full apply is done and the node is converged
 //! on the newest config; 503 with the reason otherwise; `?verbose` lists each check) and
-//! `/metrics`.
+//! `/metrics` (OpenMetrics or the Prometheus text format, as the Accept header asks).
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use tiny_http::{Header, Response, Server};
 
-use super::metrics::Metrics;
+use super::metrics::{Format, Metrics};
 
 /// How long the loop may go without a heartbeat before `/livez` fails (a full reconcile of
 /// a large node takes seconds; the loop beats at least every few seconds otherwise).
@@ -66,6 +66,11 @@ pub fn serve(server: Server, health: Shared, metrics: Arc<Metrics>) {
         let verbose = query
             .split('&')
             .any(|q| q == "verbose" || q.starts_with("verbose="));
+        let accept = req
+            .headers()
+            .iter()
+            .find(|h| h.field.equiv("Accept"))
+            .map(|h| h.value.as_str().to_string());
         let h = health.lock().map(|h| h.clone()).unwrap_or_default();
         let (code, body, kind) = match path {
             "/livez" | "/healthz" => {
@@ -110,11 +115,10 @@ pub fn serve(server: Server, health: Shared, metrics: Arc<Metrics>) {
                     (503, body, "text/plain; charset=utf-8")
                 }
             }
-            "/metrics" => (
-                200,
-                metrics.encode(),
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            ),
+            "/metrics" => {
+                let format = Format::negotiate(accept.as_deref());
+                (200, metrics.encode_as(format), format.content_type())
+            }
             _ => (
                 404,
                 "not found: try /livez, /readyz, /metrics\n".to_string(),
