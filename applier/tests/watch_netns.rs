@@ -265,7 +265,7 @@ fn every_kind_of_drift_is_repaired() {
             "{backend}: two peer routes: {want:#?}"
         );
         let budget = Duration::from_secs(3);
-        let mut drifts: Vec<(&str, Box<dyn Fn(&Node)>)> = vec![
+        let mut drifts: Vec<(&str, Drift)> = vec![
             (
                 "a deleted route",
                 Box::new(|n: &Node| {
@@ -388,6 +388,9 @@ fn every_kind_of_drift_is_repaired() {
         assert_eq!(owned_state(&n), want, "{backend}: state after SIGTERM");
     }
 }
+
+/// A way to make the node drift.
+type Drift = Box<dyn Fn(&Node)>;
 
 /// A tiny deterministic generator (the seed is printed on failure).
 struct Rng(u64);
