@@ -134,8 +134,9 @@ struct Daemon {
     health: Shared,
     /// The newest valid config.
     wanted: Option<Compiled>,
-    /// The fingerprint of the newest config seen, valid or not.
+    /// The fingerprint of the newest config seen, valid or not, and what it read.
     seen: Option<String>,
+    seen_inputs: Option<crate::plan_cache::Inputs>,
     /// The plan the kernel was last converged (or partly converged) on: what repairs aim at.
     applied: Option<NodePlan>,
     model: Option<Model>,
@@ -187,6 +188,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         health,
         wanted: None,
         seen: None,
+        seen_inputs: None,
         applied: None,
         model: None,
         touched: Touched::default(),
@@ -328,7 +330,7 @@ impl Daemon {
         }
         if now >= self.poll_at {
             self.poll_at = now + self.opts.poll;
-            let changed = self.wanted.as_ref().is_none_or(|c| c.inputs.changed());
+            let changed = self.seen_inputs.as_ref().is_none_or(|i| i.changed());
             if changed && self.config_at.is_none() {
                 debug!("poll: the config's inputs changed");
                 self.reload();
@@ -366,6 +368,10 @@ impl Daemon {
             Ok(c) => c.fingerprint.clone(),
             Err(e) => e.inputs().fingerprint(),
         };
+        self.seen_inputs = Some(match &loaded {
+            Ok(c) => c.inputs.clone(),
+            Err(e) => e.inputs().clone(),
+        });
         if self.seen.as_deref() == Some(fingerprint.as_str()) {
             self.reloaded("unchanged");
             return;
