@@ -849,3 +849,50 @@ fn glob_matcher() {
     assert!(!glob_match("cni0", "cni01"));
     assert!(!glob_match("flannel.*", "flannel"));
 }
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in fs::read_dir(&d).expect("read deploy dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                todo.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn every_podnet_variable_the_deployments_set_is_one_watch_reads() {
+    let help = text(&podnet(&["watch", "--help"]));
+    let mut used = BTreeSet::new();
+    for f in files_under(&deploy_dir()) {
+        let content = fs::read_to_string(&f).unwrap_or_default();
+        for (i, _) in content.match_indices("PODNET_") {
+            let name: String = content[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_')
+                .collect();
+            // `PODNET_*` in prose names the family, not a variable.
+            if name.len() > "PODNET_".len() {
+                used.insert((name, f.clone()));
+            }
+        }
+    }
+    assert!(
+        used.iter().any(|(n, _)| n == "PODNET_FILE"),
+        "the deployments set PODNET_FILE"
+    );
+    for (name, file) in &used {
+        assert!(
+            help.contains(&format!("[env: {name}=")),
+            "{} sets {name}, which `podnet watch` does not read:\n{help}",
+            file.display()
+        );
+    }
+}
