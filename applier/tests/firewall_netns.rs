@@ -33,6 +33,9 @@ fn spec(driver: Driver, masq: Masq) -> FirewallSpec {
         source: net(NODE),
         not_destinations,
         not_out_interface: BRIDGE.into(),
+        // The rules these tests were written for; the flannel-parity defaults have their own tests.
+        random_fully: false,
+        skip_mark: None,
     };
     FirewallSpec {
         driver,
