@@ -188,11 +188,14 @@ fn err_cases_fail_naming_the_file_and_field() {
 
 // ---- what flannel creates on a node, from its own inputs --------------------------------
 
+/// The vxlan device: (name, vni, port, mtu, local, learning, mac, address).
+type VxlanDevice = (String, u32, u16, u32, String, bool, Mac, String);
+
 /// flannel's kernel state on one node, as its vxlan/host-gw backends create it.
 #[derive(Debug, PartialEq, Eq)]
 struct Footprint {
-    /// `flannel.<VNI>`: (name, vni, port, mtu, local, learning, mac, address).
-    vxlan: Option<(String, u32, u16, u32, String, bool, Mac, String)>,
+    /// `flannel.<VNI>`.
+    vxlan: Option<VxlanDevice>,
     /// Per peer: neighbour (ip, mac), FDB (mac, dst).
     neighbours: Vec<(String, Mac)>,
     fdb: Vec<(Mac, String)>,
