@@ -48,6 +48,8 @@ fn spec(driver: Driver, outbound: bool) -> FirewallSpec {
                 Vec::new()
             },
             not_out_interface: "cni0".into(),
+            random_fully: true,
+            skip_mark: Some(0x4000),
         }],
         forward_accept: vec![net("172.7.0.0/16")],
     }

@@ -35,6 +35,55 @@ pub enum Command {
     /// Run as the node daemon: apply, then keep the node converged on the file and repair
     /// drift from kernel events (health and metrics on --listen).
     Watch(WatchArgs),
+    /// Write a cluster file and its lock from another tool's state (`import flannel`).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    #[command(subcommand)]
+    pub from: ImportFrom,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// From flannel: net-conf.json, the nodes (kubectl) or the etcd leases, subnet.env.
+    Flannel(ImportFlannelArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ImportFlannelArgs {
+    /// flannel's net-conf.json (the kube-flannel-cfg ConfigMap's, or /etc/kube-flannel/net-conf.json).
+    #[arg(long, value_name = "FILE")]
+    pub net_conf: Option<PathBuf>,
+    /// `kubectl get nodes -o json` (podCIDR and the flannel.alpha.coreos.com/* annotations).
+    #[arg(long, value_name = "FILE", conflicts_with = "etcd")]
+    pub nodes: Option<PathBuf>,
+    /// `etcdctl get --prefix /coreos.com/network -w json` (network config and subnet leases).
+    #[arg(long, value_name = "FILE")]
+    pub etcd: Option<PathBuf>,
+    /// /run/flannel/subnet.env of one or more nodes (FLANNEL_MTU, FLANNEL_IPMASQ, …).
+    #[arg(long, value_name = "FILE", num_args = 1..)]
+    pub subnet_env: Vec<PathBuf>,
+    /// The directory to write cluster.podnet and cluster.podnet.lock into (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// The cluster's name.
+    #[arg(long, default_value = "flannel")]
+    pub name: String,
+    /// The prefix length of the node addresses on their interface (their L2 segment):
+    /// flannel records bare addresses.
+    #[arg(long, value_name = "LEN")]
+    pub underlay_prefix: Option<u8>,
+    /// The underlay interface (flanneld's `--iface`); default: podnet's (eth0), reported.
+    #[arg(long, value_name = "IFACE")]
+    pub interface: Option<String>,
+    /// Whether flanneld ran with `--ip-masq` (when no subnet.env says FLANNEL_IPMASQ).
+    #[arg(long, value_name = "BOOL")]
+    pub ip_masq: Option<bool>,
+    /// Replace an existing cluster.podnet / cluster.podnet.lock in DIR.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]

@@ -15,6 +15,7 @@ fn main() {
         Command::Status(a) => commands::status::run(a),
         Command::Teardown(a) => commands::teardown::run(a),
         Command::Watch(a) => commands::watch::run(a),
+        Command::Import(a) => commands::import::run(a),
     };
     let code = match result {
         Ok(code) => code,

@@ -417,3 +417,117 @@ fn lock_writes_through_a_symlinked_lock_file() {
     assert!(text.contains("\"d\" = \"10.244.2.0/24\""), "{text}");
     assert_eq!(podnet(&["lock", "--check", s(&f)]).status.code(), Some(0));
 }
+
+// ---- import flannel ---------------------------------------------------------------------
+
+fn import_data(case: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/data/import")
+        .join(case)
+}
+
+#[test]
+fn import_flannel_writes_a_file_that_checks_locks_and_is_formatted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("repo");
+    let case = import_data("ok/host-gw-etcd");
+    let r = podnet(&[
+        "import",
+        "flannel",
+        "--etcd",
+        s(&case.join("etcd.json")),
+        "--subnet-env",
+        s(&case.join("subnet-21.env")),
+        s(&case.join("subnet-22.env")),
+        "--name",
+        "hdss7",
+        "--underlay-prefix",
+        "24",
+        "--out",
+        s(&out),
+    ]);
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(r.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: ") && stderr.contains("SubnetMin"),
+        "{stderr}"
+    );
+    let file = out.join("cluster.podnet");
+    for args in [
+        vec!["check", s(&file)],
+        vec!["lock", "--check", s(&file)],
+        vec!["fmt", "--check", s(&file)],
+    ] {
+        let r = podnet(&args);
+        assert!(
+            r.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    let text = std::fs::read_to_string(&file).expect("cluster file");
+    assert!(text.contains("node 10.4.7.21 { address 10.4.7.21/24; subnet 172.7.21.0/24 }"));
+    // A second import does not replace the reviewed file unless asked to.
+    let again = podnet(&[
+        "import",
+        "flannel",
+        "--etcd",
+        s(&case.join("etcd.json")),
+        "--ip-masq",
+        "false",
+        "--underlay-prefix",
+        "24",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+    assert_eq!(std::fs::read_to_string(&file).expect("unchanged"), text);
+}
+
+#[test]
+fn import_flannel_refuses_bad_input_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = dir.path().join("repo");
+    let case = import_data("err/lease-outside-network");
+    let r = podnet(&[
+        "import",
+        "flannel",
+        "--etcd",
+        s(&case.join("etcd.json")),
+        "--ip-masq",
+        "true",
+        "--underlay-prefix",
+        "24",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        stderr.contains("etcd.json (/coreos.com/network/subnets/10.250.1.0-24)")
+            && stderr.contains("outside the flannel network 10.244.0.0/16"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+    // An invalid result prints podnet's diagnostics on the generated file.
+    let case = import_data("err/duplicate-vtep-mac");
+    let r = podnet(&[
+        "import",
+        "flannel",
+        "--net-conf",
+        s(&case.join("net-conf.json")),
+        "--nodes",
+        s(&case.join("nodes.json")),
+        "--ip-masq",
+        "true",
+        "--underlay-prefix",
+        "24",
+        "--out",
+        s(&out),
+    ]);
+    assert_eq!(r.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(stderr.contains("podnet::duplicate_vtep_mac"), "{stderr}");
+    assert!(!out.exists());
+}

@@ -33,6 +33,9 @@ fn spec(driver: Driver, masq: Masq) -> FirewallSpec {
         source: net(NODE),
         not_destinations,
         not_out_interface: BRIDGE.into(),
+        // The rules these tests were written for; the flannel-parity defaults have their own tests.
+        random_fully: false,
+        skip_mark: None,
     };
     FirewallSpec {
         driver,
@@ -895,4 +898,164 @@ fn command_errors_keep_stderr() {
         }
         other => panic!("expected nft's error, got {other:?}"),
     }
+}
+
+// ---- masquerade parity with flannel ------------------------------------------------------
+
+/// The firewall spec of node `n1` of a one-pod-subnet cluster with `masq` as its masquerade
+/// statement (compiled from the language, so the defaults are the compiler's).
+fn compiled_spec(driver: &str, masq: &str) -> FirewallSpec {
+    let src = format!(
+        "cluster c {{\n    pod-cidr 172.7.0.0/16\n    firewall {driver}\n    masquerade {masq}\n}}\n\
+         node n1 {{ address 10.4.7.21/24; subnet 172.7.21.0/24 }}\n\
+         node n2 {{ address 10.4.7.22/24; subnet 172.7.22.0/24 }}\n"
+    );
+    FirewallSpec::from(&common::plan_of(&src, "n1").firewall)
+}
+
+fn mark_return() -> Value {
+    json!({"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 16384]}, "right": 16384}})
+}
+
+#[test]
+fn nftables_masquerade_defaults_match_flannel() {
+    let ns = NetNs::new("fwnp");
+    apply(&ns, &compiled_spec("nftables", "outbound"));
+    let nat = nft_rules(&ns, "postrouting");
+    assert_eq!(
+        nat,
+        vec![
+            json!([mark_return(), {"return": null}]),
+            json!([
+                saddr(prefix("172.7.21.0", 24)),
+                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "@nomasq"}},
+                oif_not_bridge(),
+                {"masquerade": {"flags": "fully-random"}}
+            ]),
+        ]
+    );
+    let text = ns.sh("nft", &["list", "chain", "inet", "podnet", "postrouting"]);
+    assert!(
+        text.contains("meta mark & 0x00004000 == 0x00004000 return"),
+        "{text}"
+    );
+    assert!(text.contains("masquerade fully-random"), "{text}");
+    // The read-back compares equal: a second apply writes nothing.
+    assert!(!apply(&ns, &compiled_spec("nftables", "outbound")).wrote());
+
+    // The opt-out: plain masquerade, the kube-proxy return kept.
+    let off = compiled_spec("nftables", "outbound { random-fully off }");
+    assert!(apply(&ns, &off).wrote());
+    let nat = nft_rules(&ns, "postrouting");
+    assert_eq!(nat.len(), 2, "{nat:?}");
+    assert_eq!(nat[0], json!([mark_return(), {"return": null}]));
+    assert_eq!(nat[1][3], json!({"masquerade": null}));
+    assert!(!apply(&ns, &off).wrote());
+}
+
+#[test]
+fn iptables_masquerade_defaults_match_flannel() {
+    let ns = NetNs::new("fwip");
+    apply(&ns, &compiled_spec("iptables", "outbound"));
+    let nat: Vec<String> = ipt_podnet(&ns, "iptables-nft-save")
+        .into_iter()
+        .filter(|l| l.starts_with("-A PODNET-POSTRTG"))
+        .collect();
+    assert_eq!(
+        nat,
+        [
+            "-A PODNET-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN",
+            "-A PODNET-POSTRTG -s 172.7.21.0/24 -d 172.7.0.0/16 -j RETURN",
+            "-A PODNET-POSTRTG -s 172.7.21.0/24 ! -o cni0 -j MASQUERADE --random-fully",
+        ]
+    );
+    assert!(!apply(&ns, &compiled_spec("iptables", "outbound")).wrote());
+    let off = compiled_spec("iptables", "all { random-fully off }");
+    assert!(apply(&ns, &off).wrote());
+    let nat: Vec<String> = ipt_podnet(&ns, "iptables-nft-save")
+        .into_iter()
+        .filter(|l| l.starts_with("-A PODNET-POSTRTG"))
+        .collect();
+    assert_eq!(
+        nat,
+        [
+            "-A PODNET-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN",
+            "-A PODNET-POSTRTG -s 172.7.21.0/24 ! -o cni0 -j MASQUERADE",
+        ]
+    );
+    assert!(!apply(&ns, &off).wrote());
+}
+
+/// Traffic: a pod namespace behind a node namespace sends to an outside namespace. Unmarked
+/// traffic arrives from the node's address (podnet masqueraded it once); traffic a
+/// kube-proxy stand-in marked 0x4000 arrives from the address that stand-in's own SNAT
+/// (priority after podnet's) chose, so podnet did not SNAT it first.
+fn masquerade_traffic(driver: &str) {
+    let node = NetNs::new("fwtn");
+    let pod = NetNs::new("fwtp");
+    let ext = NetNs::new("fwte");
+    common::veth(&pod, "eth0", &node, "vpod");
+    common::veth(&node, "eth0", &ext, "eth0");
+    pod.ip(&["addr", "add", "172.7.21.2/24", "dev", "eth0"]);
+    pod.ip(&["route", "add", "default", "via", "172.7.21.1"]);
+    node.ip(&["addr", "add", "172.7.21.1/24", "dev", "vpod"]);
+    node.ip(&["addr", "add", "10.4.7.21/24", "dev", "eth0"]);
+    node.ip(&["addr", "add", "10.4.7.99/24", "dev", "eth0"]);
+    ext.ip(&["addr", "add", "10.4.7.1/24", "dev", "eth0"]);
+    ext.ip(&["addr", "add", "198.51.100.1/32", "dev", "eth0"]);
+    ext.ip(&["addr", "add", "198.51.100.2/32", "dev", "eth0"]);
+    node.ip(&["route", "add", "198.51.100.0/24", "via", "10.4.7.1"]);
+    node.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    // kube-proxy stand-in: marks traffic to 198.51.100.2 and SNATs marked traffic itself,
+    // to an address of its own so the receiver can tell whose SNAT won.
+    let kp = "table ip kp {
+        chain pre { type filter hook prerouting priority -150; ip daddr 198.51.100.2 meta mark set 0x4000; }
+        chain post { type nat hook postrouting priority 110; meta mark & 0x4000 == 0x4000 snat to 10.4.7.99; }
+    }
+    ";
+    let counters = "table ip count {
+        chain input { type filter hook input priority 0;
+            ip saddr 10.4.7.21 ip daddr 198.51.100.1 counter
+            ip saddr 10.4.7.99 ip daddr 198.51.100.2 counter
+            ip saddr 172.7.21.2 counter
+            ip saddr 10.4.7.21 ip daddr 198.51.100.2 counter
+        }
+    }
+    ";
+    for (ns, text) in [(&node, kp), (&ext, counters)] {
+        let path = std::env::temp_dir().join(format!("{}-t.nft", ns.name));
+        std::fs::write(&path, text).expect("write nft file");
+        ns.sh("nft", &["-f", &path.to_string_lossy()]);
+        let _ = std::fs::remove_file(&path);
+    }
+    apply(&node, &compiled_spec(driver, "outbound"));
+    for dst in ["198.51.100.1", "198.51.100.2"] {
+        pod.sh("ping", &["-c", "2", "-i", "0.2", "-W", "2", dst]);
+    }
+    let listed: Value =
+        serde_json::from_str(&ext.sh("nft", &["-j", "list", "table", "ip", "count"]))
+            .expect("json");
+    let packets: Vec<u64> = objects(&listed)
+        .into_iter()
+        .filter_map(|o| o.get("rule").cloned())
+        .map(|r| {
+            r["expr"]
+                .as_array()
+                .and_then(|e| e.iter().find_map(|s| s["counter"]["packets"].as_u64()))
+                .expect("counter")
+        })
+        .collect();
+    // [outbound from the node address, marked from kube-proxy's address, un-NATed pod
+    // address, marked but SNATed by podnet]
+    assert_eq!(packets, [2, 2, 0, 0], "{driver}");
+}
+
+#[test]
+fn masquerade_traffic_nftables() {
+    masquerade_traffic("nftables");
+}
+
+#[test]
+fn masquerade_traffic_iptables() {
+    masquerade_traffic("iptables");
 }

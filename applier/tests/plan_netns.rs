@@ -368,7 +368,12 @@ impl NodeLab {
                 let text = self.firewall_text();
                 let masq = rules.iter().filter(|r| r["chain"] == "postrouting").count();
                 let fwd = rules.iter().filter(|r| r["chain"] == "forward").count();
-                assert_eq!(masq, fw.masquerade.len(), "masquerade rules:\n{text}");
+                // One return per kube-proxy skip mark, then the masquerade rules.
+                assert_eq!(
+                    masq,
+                    fw.skip_marks().len() + fw.masquerade.len(),
+                    "masquerade rules:\n{text}"
+                );
                 assert_eq!(fwd, 2 * fw.forward_accept.len(), "forward rules:\n{text}");
                 for m in &fw.masquerade {
                     assert!(text.contains(&format!("ip saddr {}", m.source)), "{text}");

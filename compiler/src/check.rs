@@ -299,29 +299,58 @@ fn mtu(c: &Cluster, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-/// Reports nodes whose derived VTEP MACs collide (`mac` is the derivation; tests force one).
+/// Reports nodes with the same VTEP MAC: derived ones that collide
+/// ([`Code::VtepMacCollision`]), and any duplicate involving a `vtep-mac`
+/// ([`Code::DuplicateVtepMac`]). `mac` is the derivation (tests force a collision).
 fn vtep_macs(c: &Cluster, diags: &mut Vec<Diagnostic>, mac: impl Fn(&str, &str) -> [u8; 6]) {
     let mut seen: HashMap<[u8; 6], &crate::model::Node> = HashMap::with_capacity(c.nodes.len());
+    let effective = |n: &crate::model::Node| {
+        n.vtep_mac
+            .map_or_else(|| mac(&c.name.value, &n.name.value), |m| m.value.0)
+    };
+    // The place to point at: the `vtep-mac` value if set, else the node's name.
+    let place = |n: &crate::model::Node| n.vtep_mac.map_or(n.name.span, |m| m.span);
     for n in &c.nodes {
-        let mac = mac(&c.name.value, &n.name.value);
-        if let Some(first) = seen.get(&mac) {
-            diags.push(
-                Diagnostic::error(
-                    Code::VtepMacCollision,
-                    format!(
-                        "nodes `{}` and `{}` derive the same VTEP MAC {}",
-                        first.name,
-                        n.name,
-                        crate::mac::format_mac(mac)
-                    ),
-                )
-                .at(n.name.span, "same MAC")
-                .also(first.name.span, "as this node")
-                .help("rename one of the nodes"),
-            );
+        let m = effective(n);
+        let Some(first) = seen.get(&m) else {
+            seen.insert(m, n);
+            continue;
+        };
+        let shown = crate::mac::format_mac(m);
+        let d = if n.vtep_mac.is_none() && first.vtep_mac.is_none() {
+            Diagnostic::error(
+                Code::VtepMacCollision,
+                format!(
+                    "nodes `{}` and `{}` derive the same VTEP MAC {shown}",
+                    first.name, n.name,
+                ),
+            )
+            .at(n.name.span, "same MAC")
+            .also(first.name.span, "as this node")
+            .help("rename one of the nodes")
         } else {
-            seen.insert(mac, n);
-        }
+            let how = |x: &crate::model::Node| {
+                if x.vtep_mac.is_some() {
+                    "set with `vtep-mac`"
+                } else {
+                    "derived"
+                }
+            };
+            Diagnostic::error(
+                Code::DuplicateVtepMac,
+                format!(
+                    "nodes `{}` and `{}` have the same VTEP MAC {shown}",
+                    first.name, n.name,
+                ),
+            )
+            .at(place(n), format!("{} here", how(n)))
+            .also(place(first), format!("{} for `{}`", how(first), first.name))
+            .help(
+                "every node needs its own VTEP MAC (peers tell nodes apart by it): copy each \
+                 node's `VtepMAC` from its own flannel annotation, or remove `vtep-mac` to derive one",
+            )
+        };
+        diags.push(d);
     }
 }
 
@@ -360,5 +389,27 @@ mod tests {
         let mut none = Vec::new();
         vtep_macs(cluster, &mut none, crate::mac::vtep_mac);
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn a_fixed_mac_equal_to_a_derived_one_is_a_duplicate() {
+        let derived = crate::mac::format_mac(crate::mac::vtep_mac("c", "a"));
+        let text = format!(
+            "cluster c {{\n    pod-cidr 10.244.0.0/16\n    backend vxlan\n}}\nnode a {{ address 10.0.0.1/24; subnet 10.244.1.0/24 }}\nnode b {{ address 10.0.0.2/24; subnet 10.244.2.0/24; vtep-mac {derived} }}\n"
+        );
+        let comp = compile_text(
+            &MemLoader::default(),
+            Path::new("c.podnet"),
+            text,
+            UseLock::No,
+        );
+        let codes: Vec<Code> = comp.diagnostics.iter().map(|d| d.code).collect();
+        assert_eq!(codes, [Code::DuplicateVtepMac]);
+        let d = &comp.diagnostics[0];
+        assert_eq!(
+            d.primary.as_ref().map(|l| l.message.as_str()),
+            Some("set with `vtep-mac` here")
+        );
+        assert_eq!(d.secondary[0].message, "derived for `a`");
     }
 }

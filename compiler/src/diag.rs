@@ -83,6 +83,8 @@ codes! {
     CniFile => "podnet::cni_file", "`cni { file }` is not a plain `NAME.conflist` or `NAME.conf` file name.";
     RouteProtocolReserved => "podnet::route_protocol_reserved", "`route-protocol` is one the kernel or other tools use (0-4) or above 255.";
     VtepMacCollision => "podnet::vtep_mac_collision", "Two nodes derive the same VTEP MAC address.";
+    InvalidMac => "podnet::invalid_mac", "A `vtep-mac` is malformed, multicast or all zero.";
+    DuplicateVtepMac => "podnet::duplicate_vtep_mac", "Two nodes have the same VTEP MAC, at least one of them set with `vtep-mac`.";
     LockInvalid => "podnet::lock::invalid", "The lock file is malformed.";
     LockMismatch => "podnet::lock::mismatch", "The lock file belongs to another cluster or is outdated for this node.";
     Unallocated => "podnet::lock::unallocated", "A node has no subnet in the file nor in the lock file.";

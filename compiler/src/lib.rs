@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod diag;
+pub mod import;
 pub mod load;
 pub mod lock;
 pub mod lower;

@@ -13,6 +13,7 @@ use crate::diag::{Code, Diagnostic};
 use crate::model::{
     Backend, Cluster, Cni, FirewallKind, Masquerade, MasqueradeMode, Node, Spanned, Vxlan,
 };
+use crate::plan::Mac;
 use crate::span::Span;
 use crate::syntax::{Arg, Item, Statement, statements};
 use crate::validate::{
@@ -36,9 +37,9 @@ pub const CLUSTER_KEYS: &[&str] = &[
     "flannel-compat",
     "cni",
 ];
-pub const NODE_KEYS: &[&str] = &["address", "interface", "subnet", "underlay-mtu"];
+pub const NODE_KEYS: &[&str] = &["address", "interface", "subnet", "underlay-mtu", "vtep-mac"];
 pub const VXLAN_KEYS: &[&str] = &["vni", "port", "device", "direct-routing"];
-pub const MASQUERADE_KEYS: &[&str] = &["except"];
+pub const MASQUERADE_KEYS: &[&str] = &["except", "random-fully"];
 pub const CNI_KEYS: &[&str] = &[
     "name",
     "bridge",
@@ -522,9 +523,14 @@ impl Lower<'_> {
                 .and_then(|a| self.network(a).map(|n| Spanned::new(n, a.span)))
         });
         let underlay_mtu = k.get("underlay-mtu").map(|st| self.mtu_value(st));
+        let vtep_mac = k.get("vtep-mac").map(|st| {
+            self.one(st, "0e:2f:6a:11:22:33")
+                .and_then(|a| self.vtep_mac(a).map(|m| Spanned::new(m, a.span)))
+        });
         ok &= interface.as_ref().is_none_or(Option::is_some)
             && subnet.as_ref().is_none_or(Option::is_some)
-            && underlay_mtu.as_ref().is_none_or(Option::is_some);
+            && underlay_mtu.as_ref().is_none_or(Option::is_some)
+            && vtep_mac.as_ref().is_none_or(Option::is_some);
         if !ok {
             return None;
         }
@@ -534,7 +540,46 @@ impl Lower<'_> {
             interface: interface.flatten(),
             subnet: subnet.flatten(),
             underlay_mtu: underlay_mtu.flatten(),
+            vtep_mac: vtep_mac.flatten(),
         })
+    }
+
+    /// A VTEP MAC: six hex pairs, unicast and not all zero (the rule plans are validated
+    /// with: the kernel would refuse or flood with anything else).
+    fn vtep_mac(&mut self, a: &Arg) -> Option<Mac> {
+        let Ok(mac) = a.text.parse::<Mac>() else {
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidMac,
+                    format!("`{}` is not a MAC address", a.text),
+                )
+                .at(a.span, "expected six hex pairs separated by `:`")
+                .help(
+                    "write the VTEP MAC as flannel publishes it, e.g. `vtep-mac 0e:2f:6a:11:22:33`",
+                ),
+            );
+            return None;
+        };
+        let problem = if mac.0 == [0; 6] {
+            Some("all zero")
+        } else if mac.0[0] & 1 != 0 {
+            Some("a multicast address")
+        } else {
+            None
+        };
+        if let Some(p) = problem {
+            self.push(
+                Diagnostic::error(Code::InvalidMac, format!("VTEP MAC {mac} is {p}"))
+                    .at(a.span, "not a unicast address")
+                    .help(
+                        "a VTEP MAC must be unicast (the lowest bit of the first byte clear) and \
+                         not 00:00:00:00:00:00; copy the node's `VtepMAC` from flannel's \
+                         `backend-data` annotation, or remove `vtep-mac` to use the derived one",
+                    ),
+            );
+            return None;
+        }
+        Some(mac)
     }
 
     fn mtu_value(&mut self, st: &Statement) -> Option<Spanned<u32>> {
@@ -620,6 +665,7 @@ impl Lower<'_> {
         let masquerade = opt!("masquerade", |st| self.masquerade(st)).unwrap_or(Masquerade {
             mode: MasqueradeMode::Outbound,
             except: Vec::new(),
+            random_fully: true,
         });
         let firewall = opt!("firewall", |st| self
             .one(st, "nftables")
@@ -830,7 +876,26 @@ impl Lower<'_> {
                 return None;
             }
         }
-        Some(Masquerade { mode, except })
+        let mut random_fully = true;
+        if let Some(st) = k.get("random-fully") {
+            if mode == MasqueradeMode::Off {
+                self.push(
+                    Diagnostic::error(
+                        Code::Arity,
+                        "`random-fully` applies to `masquerade all` and `outbound` only",
+                    )
+                    .at(st.keyword_span, "no effect with `masquerade off`")
+                    .help("remove `random-fully`, or write `masquerade outbound { random-fully off }`"),
+                );
+                return None;
+            }
+            random_fully = self.switch(st)?;
+        }
+        Some(Masquerade {
+            mode,
+            except,
+            random_fully,
+        })
     }
 
     fn cni(&mut self, s: &Statement) -> Option<Cni> {

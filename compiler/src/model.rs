@@ -6,6 +6,7 @@ use std::fmt;
 
 use ipnet::Ipv4Net;
 
+use crate::plan::Mac;
 use crate::span::Span;
 
 /// A value with the place in the input it came from (the enclosing statement for defaults).
@@ -99,7 +100,14 @@ pub struct Masquerade {
     pub mode: MasqueradeMode,
     /// Destinations never masqueraded (besides the pod CIDR itself in `outbound`).
     pub except: Vec<Spanned<Ipv4Net>>,
+    /// SNAT with fully random source ports (`random-fully`, default on, as flannel's
+    /// `--random-fully`): avoids the conntrack insertion race of sequential port choice.
+    pub random_fully: bool,
 }
+
+/// kube-proxy's masquerade mark (`--iptables-masquerade-bit` 14): traffic carrying it is
+/// masqueraded by kube-proxy, so podnet's rules return before SNATing it a second time.
+pub const KUBE_PROXY_MASQUERADE_MARK: u32 = 0x4000;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FirewallKind {
@@ -127,6 +135,8 @@ pub struct Node {
     /// From the file, or filled in from the lock file.
     pub subnet: Option<Spanned<Ipv4Net>>,
     pub underlay_mtu: Option<Spanned<u32>>,
+    /// A fixed VTEP MAC (`vtep-mac`, e.g. kept from flannel), used instead of the derived one.
+    pub vtep_mac: Option<Spanned<Mac>>,
 }
 
 impl Node {

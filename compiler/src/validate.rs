@@ -163,6 +163,11 @@ pub enum PlanError {
     )]
     InvalidMac { link: String, mac: Mac },
     #[error(
+        "masquerade rule for {from} has skip_mark 0: every packet matches an empty mark, so \
+         nothing would be masqueraded (use a mark with at least one bit, e.g. 16384)"
+    )]
+    SkipMarkZero { from: Ipv4Net },
+    #[error(
         "bridge `{link}` has vxlan attributes or a MAC: a bridge has neither (the kernel \
          chooses its MAC)"
     )]
@@ -271,6 +276,9 @@ pub fn validate_plan(plan: &NodePlan) -> Result<(), Vec<PlanError>> {
     routes(plan, &own, &mut e);
     for m in &plan.firewall.masquerade {
         link_name(&mut e, "masquerade not_out_interface", &m.not_out_interface);
+        if m.skip_mark == Some(0) {
+            e.push(PlanError::SkipMarkZero { from: m.source });
+        }
     }
     sysctls(plan, &mut e);
     files(plan, &mut e);
@@ -618,6 +626,10 @@ mod tests {
                     }
                 )
             },
+        );
+        refused(
+            |v| v["firewall"]["masquerade"][0]["skip_mark"] = json!(0),
+            |e| matches!(e, PlanError::SkipMarkZero { .. }),
         );
         refused(
             |v| v["links"][1]["vxlan"]["dev"] = json!("../x"),

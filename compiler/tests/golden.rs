@@ -177,7 +177,7 @@ fn summary(c: &Cluster) -> Value {
         "underlay-mtu": c.underlay_mtu.value,
         "pod-mtu": c.pod_mtu(),
         "backend": backend,
-        "masquerade": {"mode": masq, "except": c.masquerade.except.iter().map(|e| e.value.to_string()).collect::<Vec<_>>()},
+        "masquerade": {"mode": masq, "except": c.masquerade.except.iter().map(|e| e.value.to_string()).collect::<Vec<_>>(), "random-fully": c.masquerade.random_fully},
         "firewall": format!("{:?}", c.firewall).to_lowercase(),
         "forward-accept": c.forward_accept,
         "route-protocol": c.route_protocol.value,
@@ -190,6 +190,7 @@ fn summary(c: &Cluster) -> Value {
             "interface": n.interface.as_ref().map(|i| i.value.clone()),
             "subnet": n.subnet.map(|s| s.value.to_string()),
             "underlay-mtu": n.underlay_mtu.map(|m| m.value),
+            "vtep-mac": n.vtep_mac.map(|m| m.value.to_string()),
         })).collect::<Vec<_>>(),
     })
 }

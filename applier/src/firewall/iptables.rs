@@ -4,8 +4,9 @@
 //!
 //! ```text
 //! *nat
+//! -A PODNET-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN    (kube-proxy masquerades it)
 //! -A PODNET-POSTRTG -s NODE_SUBNET -d POD_CIDR -j RETURN      (one per exception)
-//! -A PODNET-POSTRTG -s NODE_SUBNET ! -o BRIDGE -j MASQUERADE
+//! -A PODNET-POSTRTG -s NODE_SUBNET ! -o BRIDGE -j MASQUERADE --random-fully
 //! *filter
 //! -A PODNET-FWD -s POD_CIDR -j ACCEPT
 //! -A PODNET-FWD -d POD_CIDR -j ACCEPT
@@ -231,13 +232,24 @@ impl FirewallDriver for IptablesDriver {
 /// podnet's desired chains for `spec` (pure).
 pub fn desired(spec: &FirewallSpec) -> IptablesState {
     let mut nat = Vec::new();
+    for mark in spec.skip_marks() {
+        nat.push(format!(
+            "-A {NAT_CHAIN} -m mark --mark {mark:#x}/{mark:#x} -j RETURN"
+        ));
+    }
     for m in &spec.masquerade {
         for d in aggregated(&m.not_destinations) {
             nat.push(format!("-A {NAT_CHAIN} -s {} -d {d} -j RETURN", m.source));
         }
         nat.push(format!(
-            "-A {NAT_CHAIN} -s {} ! -o {} -j MASQUERADE",
-            m.source, m.not_out_interface
+            "-A {NAT_CHAIN} -s {} ! -o {} -j MASQUERADE{}",
+            m.source,
+            m.not_out_interface,
+            if m.random_fully {
+                " --random-fully"
+            } else {
+                ""
+            }
         ));
     }
     let mut filter = Vec::new();
@@ -477,6 +489,8 @@ mod tests {
                 source: net("172.7.21.0/24"),
                 not_destinations: vec![net("172.7.0.0/16"), net("10.4.8.5/32")],
                 not_out_interface: "cni0".into(),
+                random_fully: true,
+                skip_mark: Some(0x4000),
             }],
             forward_accept: vec![net("172.7.0.0/16")],
         }
@@ -498,9 +512,10 @@ COMMIT
 :PODNET-POSTRTG - [0:0]
 -A POSTROUTING -s 1.2.3.0/24 -j MASQUERADE
 -A POSTROUTING -m comment --comment podnet -j PODNET-POSTRTG
+-A PODNET-POSTRTG -m mark --mark 0x4000/0x4000 -j RETURN
 -A PODNET-POSTRTG -s 172.7.21.0/24 -d 10.4.8.5/32 -j RETURN
 -A PODNET-POSTRTG -s 172.7.21.0/24 -d 172.7.0.0/16 -j RETURN
--A PODNET-POSTRTG -s 172.7.21.0/24 ! -o cni0 -j MASQUERADE
+-A PODNET-POSTRTG -s 172.7.21.0/24 ! -o cni0 -j MASQUERADE --random-fully
 COMMIT
 ";
 

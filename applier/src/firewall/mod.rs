@@ -60,8 +60,8 @@ impl fmt::Display for Driver {
     }
 }
 
-/// SNAT (masquerade) traffic from `source` unless it goes to one of `not_destinations` or
-/// leaves through `not_out_interface` (the node's pod bridge).
+/// SNAT (masquerade) traffic from `source` unless it goes to one of `not_destinations`,
+/// leaves through `not_out_interface` (the node's pod bridge) or carries `skip_mark`.
 ///
 /// `not_destinations` empty = masquerade mode `all`; mode `outbound` lists the pod CIDR
 /// followed by the user's exceptions.
@@ -70,6 +70,11 @@ pub struct MasqueradeRule {
     pub source: Ipv4Net,
     pub not_destinations: Vec<Ipv4Net>,
     pub not_out_interface: String,
+    /// Fully random source ports (nft `fully-random`, iptables `--random-fully`).
+    pub random_fully: bool,
+    /// Packets with all these mark bits set return before any masquerade rule (kube-proxy's
+    /// 0x4000: kube-proxy masquerades them itself).
+    pub skip_mark: Option<u32>,
 }
 
 /// A node's desired firewall state (filled from the compiler's per-node plan).
@@ -84,6 +89,12 @@ pub struct FirewallSpec {
 }
 
 impl FirewallSpec {
+    /// The distinct skip marks, in first-seen order (one return rule each, first in the
+    /// masquerade chain).
+    pub fn skip_marks(&self) -> Vec<u32> {
+        podnet_compiler::plan::skip_marks(self.masquerade.iter().map(|m| m.skip_mark))
+    }
+
     /// Checks everything the drivers rely on, before any command runs: networks without
     /// host bits, interface names the kernel accepts and both tools can quote safely.
     pub fn validate(&self) -> Result<(), FirewallError> {
@@ -102,6 +113,9 @@ impl FirewallSpec {
             if net.prefix_len() == 0 {
                 return invalid(format!("{net} matches every address"));
             }
+        }
+        if self.skip_marks().contains(&0) {
+            return invalid("skip mark 0 matches every packet".to_owned());
         }
         for m in &self.masquerade {
             let name = m.not_out_interface.as_str();
@@ -433,6 +447,8 @@ impl From<&podnet_compiler::plan::Firewall> for FirewallSpec {
                     source: m.source,
                     not_destinations: m.not_destinations.clone(),
                     not_out_interface: m.not_out_interface.clone(),
+                    random_fully: m.random_fully,
+                    skip_mark: m.skip_mark,
                 })
                 .collect(),
             forward_accept: f.forward_accept.clone(),
@@ -465,6 +481,8 @@ mod plan_tests {
                     source: net("172.7.21.0/24"),
                     not_destinations: vec![net("172.7.0.0/16"), net("10.4.7.0/24")],
                     not_out_interface: "docker0".into(),
+                    random_fully: true,
+                    skip_mark: Some(0x4000),
                 }],
                 forward_accept: vec![net("172.7.0.0/16")],
             }

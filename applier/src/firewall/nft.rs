@@ -5,7 +5,8 @@
 //! table inet podnet {
 //!     set nomasq { type ipv4_addr; flags interval; elements = { POD_CIDR, EXCEPTIONS… } }
 //!     chain postrouting { type nat hook postrouting priority srcnat; policy accept;
-//!         ip saddr NODE_SUBNET ip daddr != @nomasq oifname != "BRIDGE" masquerade }
+//!         meta mark & 0x4000 == 0x4000 return        (kube-proxy masquerades it itself)
+//!         ip saddr NODE_SUBNET ip daddr != @nomasq oifname != "BRIDGE" masquerade fully-random }
 //!     chain forward { type filter hook forward priority filter; policy accept;
 //!         ip saddr POD_CIDR accept
 //!         ip daddr POD_CIDR accept }
@@ -30,9 +31,11 @@ use std::net::Ipv4Addr;
 
 use ipnet::{Ipv4Net, Ipv4Subnets};
 use nftables::batch::Batch;
-use nftables::expr::{Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix};
+use nftables::expr::{
+    BinaryOperation, Expression, Meta, MetaKey, NamedExpression, Payload, PayloadField, Prefix,
+};
 use nftables::schema::{Chain, NfListObject, Rule, Set, SetFlag, SetType, SetTypeValue, Table};
-use nftables::stmt::{Match, Operator, Statement};
+use nftables::stmt::{Match, NAT, NATFlag, Operator, Statement};
 use nftables::types::{NfChainPolicy, NfChainType, NfFamily, NfHook};
 
 use super::{
@@ -196,6 +199,22 @@ pub fn set_name(i: usize) -> String {
 pub fn desired(spec: &FirewallSpec) -> NftTable {
     let mut t = NftTable::default();
     let mut nat_rules = Vec::new();
+    for mark in spec.skip_marks() {
+        nat_rules.push(NftRule {
+            expr: vec![
+                matches(
+                    Expression::BinaryOperation(Box::new(BinaryOperation::AND(
+                        Expression::Named(NamedExpression::Meta(Meta { key: MetaKey::Mark })),
+                        Expression::Number(mark),
+                    ))),
+                    Operator::EQ,
+                    Expression::Number(mark),
+                ),
+                Statement::Return(None),
+            ],
+            comment: None,
+        });
+    }
     for (i, m) in spec.masquerade.iter().enumerate() {
         let mut expr = vec![matches(ip("saddr"), Operator::EQ, addr(m.source))];
         if !m.not_destinations.is_empty() {
@@ -222,7 +241,12 @@ pub fn desired(spec: &FirewallSpec) -> NftTable {
             Operator::NEQ,
             Expression::String(m.not_out_interface.clone().into()),
         ));
-        expr.push(Statement::Masquerade(None));
+        expr.push(Statement::Masquerade(m.random_fully.then(|| NAT {
+            addr: None,
+            family: None,
+            port: None,
+            flags: Some(HashSet::from([NATFlag::FullyRandom])),
+        })));
         nat_rules.push(NftRule {
             expr,
             comment: None,
@@ -387,6 +411,8 @@ pub fn parse(json: &str) -> Result<NftTable, String> {
         if obj.get("metainfo").is_some() {
             continue;
         }
+        let mut obj = obj.clone();
+        flags_as_lists(&mut obj);
         match serde_json::from_value::<NfListObject<'static>>(obj.clone()) {
             Ok(NfListObject::Table(_)) => {}
             Ok(NfListObject::Set(s)) => {
@@ -418,6 +444,27 @@ pub fn parse(json: &str) -> Result<NftTable, String> {
         }
     }
     Ok(t)
+}
+
+/// nft prints one NAT flag as a string (`"flags": "fully-random"`) and several as a list;
+/// the crate reads only lists, so a rule's single flags become one-element lists.
+fn flags_as_lists(obj: &mut serde_json::Value) {
+    let Some(exprs) = obj
+        .get_mut("rule")
+        .and_then(|r| r.get_mut("expr"))
+        .and_then(|e| e.as_array_mut())
+    else {
+        return;
+    };
+    for e in exprs {
+        for stmt in ["masquerade", "snat", "dnat", "redirect"] {
+            if let Some(flags) = e.get_mut(stmt).and_then(|n| n.get_mut("flags"))
+                && flags.is_string()
+            {
+                *flags = serde_json::Value::Array(vec![flags.take()]);
+            }
+        }
+    }
 }
 
 fn observed_set(mut s: Set<'static>) -> (String, NftSet) {
@@ -562,6 +609,8 @@ mod tests {
                 source: net("172.7.21.0/24"),
                 not_destinations: vec![net("172.7.0.0/16"), net("10.4.7.0/24"), net("10.4.8.5/32")],
                 not_out_interface: "cni0".into(),
+                random_fully: false,
+                skip_mark: None,
             }],
             forward_accept: vec![net("172.7.0.0/16")],
         }
@@ -589,6 +638,21 @@ mod tests {
         let d = diff(&want, Some(&have));
         assert_eq!(d.len(), 1, "{d:?}");
         assert_eq!(d[0].kind, DriftKind::Differs);
+    }
+
+    #[test]
+    fn single_nat_flags_and_mark_returns_parse_back() {
+        let mut s = spec();
+        s.masquerade[0].random_fully = true;
+        s.masquerade[0].skip_mark = Some(0x4000);
+        // nft 1.0.6's listing of the rendered chain: one flag is printed as a string.
+        let listed = r#"{"nftables": [{"table": {"family": "inet", "name": "podnet", "handle": 1}}, {"set": {"family": "inet", "name": "nomasq", "table": "podnet", "type": "ipv4_addr", "handle": 3, "flags": ["interval"], "elem": [{"prefix": {"addr": "10.4.7.0", "len": 24}}, "10.4.8.5", {"prefix": {"addr": "172.7.0.0", "len": 16}}]}}, {"chain": {"family": "inet", "table": "podnet", "name": "postrouting", "handle": 1, "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "podnet", "name": "forward", "handle": 2, "type": "filter", "hook": "forward", "prio": 0, "policy": "accept"}}, {"rule": {"family": "inet", "table": "podnet", "chain": "postrouting", "handle": 4, "expr": [{"match": {"op": "==", "left": {"&": [{"meta": {"key": "mark"}}, 16384]}, "right": 16384}}, {"return": null}]}}, {"rule": {"family": "inet", "table": "podnet", "chain": "postrouting", "handle": 5, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "172.7.21.0", "len": 24}}}}, {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "@nomasq"}}, {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "cni0"}}, {"masquerade": {"flags": "fully-random"}}]}}, {"rule": {"family": "inet", "table": "podnet", "chain": "forward", "handle": 6, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": {"prefix": {"addr": "172.7.0.0", "len": 16}}}}, {"accept": null}]}}, {"rule": {"family": "inet", "table": "podnet", "chain": "forward", "handle": 7, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": {"prefix": {"addr": "172.7.0.0", "len": 16}}}}, {"accept": null}]}}]}"#;
+        let observed = parse(listed).expect("parses");
+        assert!(observed.unknown.is_empty(), "{:?}", observed.unknown);
+        assert_eq!(diff(&desired(&s), Some(&observed)), Vec::<Drift>::new());
+        // Without the flag the same listing is drift.
+        s.masquerade[0].random_fully = false;
+        assert_eq!(diff(&desired(&s), Some(&observed)).len(), 1);
     }
 
     #[test]

@@ -14,7 +14,9 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use crate::diag::{Code, Diagnostic};
-use crate::model::{Backend, Cluster, FirewallKind, MasqueradeMode, Node};
+use crate::model::{
+    Backend, Cluster, FirewallKind, KUBE_PROXY_MASQUERADE_MARK, MasqueradeMode, Node,
+};
 
 pub use files::FLANNEL_SUBNET_ENV;
 pub use shell::{IPT_COMMENT, IPT_FILTER_CHAIN, IPT_NAT_CHAIN, NFT_TABLE, render_shell};
@@ -63,7 +65,12 @@ impl<'c> Planner<'c> {
             Backend::Vxlan(_) => cluster
                 .nodes
                 .iter()
-                .map(|n| Mac(crate::mac::vtep_mac(&cluster.name.value, &n.name.value)))
+                .map(|n| {
+                    n.vtep_mac.map_or_else(
+                        || Mac(crate::mac::vtep_mac(&cluster.name.value, &n.name.value)),
+                        |m| m.value,
+                    )
+                })
                 .collect(),
         };
         Planner {
@@ -238,6 +245,8 @@ fn firewall(c: &Cluster, subnet: Ipv4Net, bridge: &str) -> Firewall {
         source: subnet,
         not_destinations,
         not_out_interface: bridge.to_string(),
+        random_fully: c.masquerade.random_fully,
+        skip_mark: Some(KUBE_PROXY_MASQUERADE_MARK),
     };
     let masquerade = match c.masquerade.mode {
         MasqueradeMode::Off => Vec::new(),
@@ -315,6 +324,25 @@ pub fn rooted(root: Option<&Path>, path: &str) -> String {
             .to_string_lossy()
             .into_owned(),
     }
+}
+
+impl Firewall {
+    /// The distinct `skip_mark`s of the masquerade rules, in first-seen order: each is one
+    /// return rule at the top of the masquerade chain, in both drivers.
+    pub fn skip_marks(&self) -> Vec<u32> {
+        skip_marks(self.masquerade.iter().map(|m| m.skip_mark))
+    }
+}
+
+/// Distinct marks of `marks` (ignoring `None`), in first-seen order.
+pub fn skip_marks(marks: impl IntoIterator<Item = Option<u32>>) -> Vec<u32> {
+    let mut out = Vec::new();
+    for m in marks.into_iter().flatten() {
+        if !out.contains(&m) {
+            out.push(m);
+        }
+    }
+    out
 }
 
 impl NodePlan {
@@ -509,6 +537,48 @@ mod tests {
         );
         assert_eq!(p.routes[0].via.to_string(), "10.244.1.0");
         assert!(p.routes[0].onlink);
+    }
+
+    #[test]
+    fn fixed_vtep_macs_replace_derived_ones() {
+        let c = cluster(
+            "cluster k { pod-cidr 10.244.0.0/16; backend vxlan }
+            node n1 { address 192.168.56.10/24; subnet 10.244.0.0/24; vtep-mac 0e:2f:6a:11:22:33 }
+            node n2 { address 192.168.56.11/24; subnet 10.244.1.0/24 }",
+        );
+        let fixed: Mac = "0e:2f:6a:11:22:33".parse().expect("mac");
+        let derived = Mac(crate::mac::vtep_mac("k", "n2"));
+        let p1 = plan(&c, "n1").expect("plan");
+        assert_eq!(p1.links[1].mac, Some(fixed));
+        assert_eq!(p1.neighbours[0].mac, derived);
+        let p2 = plan(&c, "n2").expect("plan");
+        assert_eq!(p2.links[1].mac, Some(derived));
+        assert_eq!((p2.neighbours[0].mac, p2.fdb[0].mac), (fixed, fixed));
+        assert!(crate::validate::validate_plan(&p1).is_ok());
+    }
+
+    #[test]
+    fn masquerade_defaults_are_flannel_s_and_random_fully_opts_out() {
+        let c = cluster(HDSS7);
+        let m = &plan(&c, "hdss7-21.host.com")
+            .expect("plan")
+            .firewall
+            .masquerade[0];
+        assert!(m.random_fully);
+        assert_eq!(m.skip_mark, Some(0x4000));
+        let c =
+            cluster(&HDSS7.replace("except 10.4.7.0/24", "except 10.4.7.0/24; random-fully off"));
+        let m = &plan(&c, "hdss7-21.host.com")
+            .expect("plan")
+            .firewall
+            .masquerade[0];
+        assert!(!m.random_fully);
+        assert_eq!(m.skip_mark, Some(0x4000), "the kube-proxy return stays");
+        // A plan JSON written before these fields existed keeps the rules it had.
+        let old =
+            r#"{"source": "172.7.21.0/24", "not_destinations": [], "not_out_interface": "cni0"}"#;
+        let r: MasqueradeRule = serde_json::from_str(old).expect("old rule");
+        assert!(!r.random_fully && r.skip_mark.is_none());
     }
 
     #[test]

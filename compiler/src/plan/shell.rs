@@ -173,6 +173,9 @@ fn nft(s: &mut String, fw: &Firewall) -> std::fmt::Result {
             s,
             "\t\ttype nat hook postrouting priority srcnat; policy accept;"
         )?;
+        for mark in fw.skip_marks() {
+            writeln!(s, "\t\tmeta mark & {mark:#x} == {mark:#x} return")?;
+        }
         for m in &fw.masquerade {
             write!(s, "\t\tip saddr {}", m.source)?;
             if !m.not_destinations.is_empty() {
@@ -181,8 +184,9 @@ fn nft(s: &mut String, fw: &Firewall) -> std::fmt::Result {
             }
             writeln!(
                 s,
-                " oifname != {} masquerade",
-                nft_string(&m.not_out_interface)
+                " oifname != {} masquerade{}",
+                nft_string(&m.not_out_interface),
+                if m.random_fully { " fully-random" } else { "" }
             )?;
         }
         writeln!(s, "\t}}")?;
@@ -214,15 +218,26 @@ fn iptables(s: &mut String, fw: &Firewall) -> std::fmt::Result {
     writeln!(s, "iptables-restore --noflush <<'PODNET_IPT'")?;
     writeln!(s, "*nat")?;
     writeln!(s, ":{IPT_NAT_CHAIN} - [0:0]")?;
+    for mark in fw.skip_marks() {
+        writeln!(
+            s,
+            "-A {IPT_NAT_CHAIN} -m mark --mark {mark:#x}/{mark:#x} -j RETURN"
+        )?;
+    }
     for m in &fw.masquerade {
         for d in &m.not_destinations {
             writeln!(s, "-A {IPT_NAT_CHAIN} -s {} -d {d} -j RETURN", m.source)?;
         }
         writeln!(
             s,
-            "-A {IPT_NAT_CHAIN} -s {} ! -o {} -j MASQUERADE",
+            "-A {IPT_NAT_CHAIN} -s {} ! -o {} -j MASQUERADE{}",
             m.source,
-            ipt_word(&m.not_out_interface)
+            ipt_word(&m.not_out_interface),
+            if m.random_fully {
+                " --random-fully"
+            } else {
+                ""
+            }
         )?;
     }
     writeln!(s, "COMMIT")?;

@@ -77,7 +77,19 @@ fn write_text(s: &mut String, p: &NodePlan) -> std::fmt::Result {
             let not: Vec<String> = m.not_destinations.iter().map(|d| d.to_string()).collect();
             write!(s, " except to {}", not.join(", "))?;
         }
-        writeln!(s, ", unless out through {}", m.not_out_interface)?;
+        write!(s, ", unless out through {}", m.not_out_interface)?;
+        if let Some(mark) = m.skip_mark {
+            write!(s, " or marked {mark:#x} (kube-proxy's)")?;
+        }
+        writeln!(
+            s,
+            "{}",
+            if m.random_fully {
+                ", fully random ports"
+            } else {
+                ""
+            }
+        )?;
     }
     if fw.forward_accept.is_empty() {
         writeln!(s, "  forward accept: none")?;

@@ -140,14 +140,23 @@ pub struct Firewall {
     pub forward_accept: Vec<Ipv4Net>,
 }
 
-/// Masquerade traffic from `source` unless it goes to one of `not_destinations` or leaves
-/// through `not_out_interface`.
+/// Masquerade traffic from `source` unless it goes to one of `not_destinations`, leaves
+/// through `not_out_interface`, or carries every bit of `skip_mark` (kube-proxy's mark: it
+/// masquerades that traffic itself).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MasqueradeRule {
     pub source: Ipv4Net,
     pub not_destinations: Vec<Ipv4Net>,
     pub not_out_interface: String,
+    /// SNAT with fully random source ports (nft `fully-random`, iptables `--random-fully`).
+    /// Absent in older plans: off.
+    #[serde(default)]
+    pub random_fully: bool,
+    /// Packets whose mark has all these bits set are not masqueraded (a return before the
+    /// masquerade rule). Absent in older plans: none.
+    #[serde(default)]
+    pub skip_mark: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
