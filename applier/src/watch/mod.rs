@@ -122,6 +122,9 @@ impl Backoff {
 
 /// Debounce of config and file hints (editors write several events per save).
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A config reload waits at most this long after the first hint, however busy the
+/// directory (another file written every few ms must not hold back an edit).
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// Coalescing of nftables events (one transaction announces each object it touched).
 const FIREWALL_DEBOUNCE: Duration = Duration::from_millis(20);
 /// The loop wakes at least this often (heartbeat for `/livez`).
@@ -145,6 +148,8 @@ struct Daemon {
     first_event: Option<Instant>,
     full_at: Option<(Instant, Why)>,
     config_at: Option<Instant>,
+    /// The first config hint since the last reload (caps the debounce).
+    config_first: Option<Instant>,
     firewall_at: Option<Instant>,
     firewall_last: Option<Instant>,
     resync_at: Instant,
@@ -195,6 +200,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         first_event: None,
         full_at: None,
         config_at: Some(now),
+        config_first: None,
         firewall_at: None,
         firewall_last: None,
         backoff: Backoff::default(),
@@ -261,7 +267,11 @@ impl Daemon {
     /// Records an event; returns the signal it carried.
     fn handle(&mut self, e: Event) -> Option<Signal> {
         match e {
-            Event::Config => self.config_at = Some(Instant::now() + DEBOUNCE),
+            Event::Config => {
+                let now = Instant::now();
+                let first = *self.config_first.get_or_insert(now);
+                self.config_at = Some((now + DEBOUNCE).min(first + DEBOUNCE_MAX));
+            }
             Event::Files => {
                 if self.applied.is_some() {
                     self.full_soon(
@@ -326,6 +336,7 @@ impl Daemon {
         let now = Instant::now();
         if self.config_at.is_some_and(|t| t <= now) {
             self.config_at = None;
+            self.config_first = None;
             self.reload();
         }
         if now >= self.poll_at {
