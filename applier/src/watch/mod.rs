@@ -140,6 +140,12 @@ struct Daemon {
     /// The fingerprint of the newest config seen, valid or not, and what it read.
     seen: Option<String>,
     seen_inputs: Option<crate::plan_cache::Inputs>,
+    /// The next reload recompiles even if the inputs are unchanged (SIGHUP, resync, an
+    /// address change while no local node was found): what the node is can change
+    /// without any file changing.
+    force_reload: bool,
+    /// The newest config failed because no node of it is local here.
+    node_unknown: bool,
     /// The plan the kernel was last converged (or partly converged) on: what repairs aim at.
     applied: Option<NodePlan>,
     model: Option<Model>,
@@ -194,6 +200,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         wanted: None,
         seen: None,
         seen_inputs: None,
+        force_reload: false,
+        node_unknown: false,
         applied: None,
         model: None,
         touched: Touched::default(),
@@ -281,6 +289,14 @@ impl Daemon {
                 }
             }
             Event::Kernel(events, at) => {
+                if self.node_unknown && events.iter().any(|e| matches!(e, KernelEvent::Addr { .. }))
+                {
+                    // An address appeared or went: the local node may be known now.
+                    self.force_reload = true;
+                    let now = Instant::now();
+                    let first = *self.config_first.get_or_insert(now);
+                    self.config_at = Some((now + DEBOUNCE).min(first + DEBOUNCE_MAX));
+                }
                 if let Some(model) = &mut self.model {
                     for ev in events {
                         model.apply(ev, &mut self.touched);
@@ -310,6 +326,7 @@ impl Daemon {
             Event::Signal(Signal::Terminate) => return Some(Signal::Terminate),
             Event::Signal(Signal::Resync) => {
                 info!("SIGHUP: re-reading the config and resyncing");
+                self.force_reload = true;
                 self.config_at = Some(Instant::now());
                 self.full_soon(Instant::now(), Why::Resync);
             }
@@ -348,6 +365,8 @@ impl Daemon {
             }
         }
         if now >= self.resync_at {
+            self.force_reload = true;
+            self.reload();
             self.full_soon(now, Why::Resync);
         }
         if let Some(why) = self.touched.full.take() {
@@ -383,13 +402,22 @@ impl Daemon {
             Ok(c) => c.inputs.clone(),
             Err(e) => e.inputs().clone(),
         });
-        if self.seen.as_deref() == Some(fingerprint.as_str()) {
+        let forced = std::mem::take(&mut self.force_reload);
+        let same = self.seen.as_deref() == Some(fingerprint.as_str());
+        // Forced, the same inputs are planned again unless they are what is wanted already
+        // (the node may be local now).
+        let wanted = self.wanted.as_ref().map(|c| c.fingerprint.as_str());
+        if same && (!forced || wanted == Some(fingerprint.as_str())) {
             self.reloaded("unchanged");
             return;
         }
-        self.seen = Some(fingerprint);
-        self.generation += 1;
-        self.metrics.generation.set(self.generation);
+        if !same {
+            self.seen = Some(fingerprint);
+            self.generation += 1;
+            self.metrics.generation.set(self.generation);
+        }
+        self.node_unknown =
+            self.opts.node.is_none() && matches!(loaded, Err(ConfigError::Node { .. }));
         match loaded {
             Ok(c) => {
                 self.watch_dirs(Some(&c.plan), &c.inputs);
