@@ -122,6 +122,9 @@ impl Backoff {
 
 /// Debounce of config and file hints (editors write several events per save).
 const DEBOUNCE: Duration = Duration::from_millis(100);
+/// A config reload waits at most this long after the first hint, however busy the
+/// directory (another file written every few ms must not hold back an edit).
+const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// Coalescing of nftables events (one transaction announces each object it touched).
 const FIREWALL_DEBOUNCE: Duration = Duration::from_millis(20);
 /// The loop wakes at least this often (heartbeat for `/livez`).
@@ -137,6 +140,12 @@ struct Daemon {
     /// The fingerprint of the newest config seen, valid or not, and what it read.
     seen: Option<String>,
     seen_inputs: Option<crate::plan_cache::Inputs>,
+    /// The next reload recompiles even if the inputs are unchanged (SIGHUP, resync, an
+    /// address change while no local node was found): what the node is can change
+    /// without any file changing.
+    force_reload: bool,
+    /// The newest config failed because no node of it is local here.
+    node_unknown: bool,
     /// The plan the kernel was last converged (or partly converged) on: what repairs aim at.
     applied: Option<NodePlan>,
     model: Option<Model>,
@@ -145,6 +154,8 @@ struct Daemon {
     first_event: Option<Instant>,
     full_at: Option<(Instant, Why)>,
     config_at: Option<Instant>,
+    /// The first config hint since the last reload (caps the debounce).
+    config_first: Option<Instant>,
     firewall_at: Option<Instant>,
     firewall_last: Option<Instant>,
     resync_at: Instant,
@@ -189,12 +200,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         wanted: None,
         seen: None,
         seen_inputs: None,
+        force_reload: false,
+        node_unknown: false,
         applied: None,
         model: None,
         touched: Touched::default(),
         first_event: None,
         full_at: None,
         config_at: Some(now),
+        config_first: None,
         firewall_at: None,
         firewall_last: None,
         backoff: Backoff::default(),
@@ -261,7 +275,11 @@ impl Daemon {
     /// Records an event; returns the signal it carried.
     fn handle(&mut self, e: Event) -> Option<Signal> {
         match e {
-            Event::Config => self.config_at = Some(Instant::now() + DEBOUNCE),
+            Event::Config => {
+                let now = Instant::now();
+                let first = *self.config_first.get_or_insert(now);
+                self.config_at = Some((now + DEBOUNCE).min(first + DEBOUNCE_MAX));
+            }
             Event::Files => {
                 if self.applied.is_some() {
                     self.full_soon(
@@ -271,6 +289,14 @@ impl Daemon {
                 }
             }
             Event::Kernel(events, at) => {
+                if self.node_unknown && events.iter().any(|e| matches!(e, KernelEvent::Addr { .. }))
+                {
+                    // An address appeared or went: the local node may be known now.
+                    self.force_reload = true;
+                    let now = Instant::now();
+                    let first = *self.config_first.get_or_insert(now);
+                    self.config_at = Some((now + DEBOUNCE).min(first + DEBOUNCE_MAX));
+                }
                 if let Some(model) = &mut self.model {
                     for ev in events {
                         model.apply(ev, &mut self.touched);
@@ -300,6 +326,7 @@ impl Daemon {
             Event::Signal(Signal::Terminate) => return Some(Signal::Terminate),
             Event::Signal(Signal::Resync) => {
                 info!("SIGHUP: re-reading the config and resyncing");
+                self.force_reload = true;
                 self.config_at = Some(Instant::now());
                 self.full_soon(Instant::now(), Why::Resync);
             }
@@ -326,6 +353,7 @@ impl Daemon {
         let now = Instant::now();
         if self.config_at.is_some_and(|t| t <= now) {
             self.config_at = None;
+            self.config_first = None;
             self.reload();
         }
         if now >= self.poll_at {
@@ -337,6 +365,8 @@ impl Daemon {
             }
         }
         if now >= self.resync_at {
+            self.force_reload = true;
+            self.reload();
             self.full_soon(now, Why::Resync);
         }
         if let Some(why) = self.touched.full.take() {
@@ -372,13 +402,22 @@ impl Daemon {
             Ok(c) => c.inputs.clone(),
             Err(e) => e.inputs().clone(),
         });
-        if self.seen.as_deref() == Some(fingerprint.as_str()) {
+        let forced = std::mem::take(&mut self.force_reload);
+        let same = self.seen.as_deref() == Some(fingerprint.as_str());
+        // Forced, the same inputs are planned again unless they are what is wanted already
+        // (the node may be local now).
+        let wanted = self.wanted.as_ref().map(|c| c.fingerprint.as_str());
+        if same && (!forced || wanted == Some(fingerprint.as_str())) {
             self.reloaded("unchanged");
             return;
         }
-        self.seen = Some(fingerprint);
-        self.generation += 1;
-        self.metrics.generation.set(self.generation);
+        if !same {
+            self.seen = Some(fingerprint);
+            self.generation += 1;
+            self.metrics.generation.set(self.generation);
+        }
+        self.node_unknown =
+            self.opts.node.is_none() && matches!(loaded, Err(ConfigError::Node { .. }));
         match loaded {
             Ok(c) => {
                 self.watch_dirs(Some(&c.plan), &c.inputs);
