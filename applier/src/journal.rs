@@ -48,6 +48,11 @@ pub struct Journal {
     /// Links podnet created or is creating, by name, with their kind: a link that crashed
     /// before getting its ifalias marker is still recognised as podnet's (if of that kind).
     pub links: BTreeMap<String, LinkKind>,
+    /// Names of links whose create is in flight (recorded before the create, cleared once
+    /// the link stage saw the result). Only these may be claimed without the ifalias
+    /// marker: a foreign link that later takes a planned name is never podnet's.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub creating: BTreeSet<String>,
     /// Files podnet wrote (as rooted paths), with what was there before.
     pub files: BTreeMap<String, PriorFile>,
     /// Directories podnet created for its files (removed by teardown when empty).
@@ -80,6 +85,7 @@ impl Default for Journal {
             node: String::new(),
             protocols: BTreeSet::new(),
             links: BTreeMap::new(),
+            creating: BTreeSet::new(),
             files: BTreeMap::new(),
             dirs: BTreeSet::new(),
             firewalls: BTreeSet::new(),

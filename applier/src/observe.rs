@@ -66,13 +66,15 @@ pub fn observe_kernel(
     for m in sock.dump(RTM_GETLINK, &Link::dump_request())? {
         if let Some(l) = Link::parse(&m) {
             let unmarked = l.alias.as_deref().is_none_or(str::is_empty);
-            // A journal-listed link without any alias is one podnet created but was
-            // stopped before marking (the journal is written before the create).
-            // It must also be of the kind podnet was creating under that name.
-            let journaled = scope
-                .journal
-                .and_then(|j| j.links.get(&l.name))
-                .is_some_and(|k| l.kind == Some(KernelLinkKind::from(*k)));
+            // A link without any alias that the journal says podnet was creating is one
+            // podnet created but was stopped before marking (the journal is written before
+            // the create). It must also be of the kind podnet was creating under that name.
+            let journaled = scope.journal.is_some_and(|j| {
+                j.creating.contains(&l.name)
+                    && j.links
+                        .get(&l.name)
+                        .is_some_and(|k| l.kind == Some(KernelLinkKind::from(*k)))
+            });
             let owned = l.owned() || (unmarked && journaled);
             if owned {
                 obs.owned.insert(l.index);

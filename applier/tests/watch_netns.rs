@@ -820,6 +820,7 @@ fn a_restart_on_a_converged_node_writes_nothing_and_loses_no_ping() {
                 "STALE",
                 "DELAY",
                 "PROBE",
+                "NOARP",
                 "inet6",
                 "valid_lft",
                 "fe80:",

@@ -255,6 +255,7 @@ fn record_links(
         if let Op::LinkCreate { link, .. } = op {
             creating.insert(link.name.clone());
             j.links.insert(link.name.clone(), link.kind);
+            j.creating.insert(link.name.clone());
         }
     }
     if !creating.is_empty() {
@@ -281,8 +282,11 @@ fn forget_unmade_links(
             Some(l) => !creating.contains(name) || l.alias.as_deref() == Some(MARKER),
         }
     });
+    // Every create of this stage has had its result: the made links carry the marker.
+    let was_creating = j.creating.len();
+    j.creating.retain(|n| !creating.contains(n));
     let changed = j.links.len() != before;
-    if changed {
+    if changed || j.creating.len() != was_creating {
         j.save(root)?;
     }
     Ok(changed)

@@ -161,6 +161,10 @@ struct Daemon {
     resync_at: Instant,
     poll_at: Instant,
     backoff: Backoff,
+    /// The newest config was refused (a conflict, a missing tool) while the kernel is on
+    /// an older plan: drift is repaired against that older plan meanwhile, and the newest
+    /// is retried after this delay.
+    refused: Option<Duration>,
     config_dirs: DirWatcher,
     file_dirs: DirWatcher,
     generation: i64,
@@ -212,6 +216,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         firewall_at: None,
         firewall_last: None,
         backoff: Backoff::default(),
+        refused: None,
         generation: 0,
     };
     drop(tx);
@@ -505,6 +510,13 @@ impl Daemon {
         let Some(c) = self.wanted.clone() else {
             return;
         };
+        if let Some(delay) = self.refused
+            && matches!(why, Why::Drift(_) | Why::Resync)
+            && let Some(last) = self.applied.clone()
+        {
+            self.repair_last_good(last, why, delay);
+            return;
+        }
         self.resync_at = Instant::now() + self.opts.resync;
         let started = Instant::now();
         let result = self.engine.reconcile(&c.plan, None);
@@ -519,6 +531,7 @@ impl Daemon {
         self.touched = Touched::default();
         match result {
             Ok(mut r) => {
+                self.refused = None;
                 self.applied = Some(c.plan.clone());
                 let observed = std::mem::take(&mut r.observed);
                 self.model = Some(Model::new(&c.plan, observed));
@@ -602,6 +615,34 @@ impl Daemon {
         }
     }
 
+    /// While the newest config is refused: a full reconcile of the plan the kernel is on
+    /// (the last good one), so that drift never costs what was working.
+    fn repair_last_good(&mut self, last: NodePlan, why: Why, retry: Duration) {
+        let started = Instant::now();
+        let result = self.engine.reconcile(&last, None);
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&Mode {
+                mode: "full".into(),
+            })
+            .observe(started.elapsed().as_secs_f64());
+        self.touched = Touched::default();
+        match result {
+            Ok(mut r) => {
+                let observed = std::mem::take(&mut r.observed);
+                self.model = Some(Model::new(&last, observed));
+                self.log_changes(&r.changes, true);
+                info!(
+                    reason = why.as_str(),
+                    changes = r.changes.ops.len(),
+                    "repaired against the last good config (the newest is refused)"
+                );
+            }
+            Err(e) => warn!(error = %e, "repairing against the last good config failed"),
+        }
+        self.full_soon(Instant::now() + retry, Why::Retry);
+    }
+
     fn failed_full(&mut self, plan: &NodePlan, e: EngineError) {
         self.metrics
             .reconcile_failures
@@ -623,16 +664,18 @@ impl Daemon {
             self.metrics.config_valid.set(0);
         }
         self.set_health(|h| h.converged = Err(reason.clone()));
-        if e.retryable() {
+        let delay = if e.retryable() {
             let delay = self.backoff.failed();
             error!(retry_in_ms = delay.as_millis() as u64, "{reason}");
-            self.full_soon(Instant::now() + delay, Why::Retry);
+            delay
         } else {
             error!("{reason}; waiting for a config change or a change on the node");
             // A node change (an address appearing) can make it right: check again slowly.
-            let delay = Backoff::MAX;
-            self.full_soon(Instant::now() + delay, Why::Retry);
-        }
+            Backoff::MAX
+        };
+        self.refused =
+            (refused && self.applied.as_ref().is_some_and(|a| a != plan)).then_some(delay);
+        self.full_soon(Instant::now() + delay, Why::Retry);
     }
 
     /// Repairs what the kernel events named.

@@ -265,7 +265,13 @@ impl Model {
                         if !planned {
                             return;
                         }
-                        t.routes.insert(dst);
+                        // A foreign route to a planned destination replaced podnet's (a
+                        // conflict) or went away (podnet's must come back): only a fresh
+                        // read tells which of podnet's routes the kernel still has.
+                        t.full(format!(
+                            "a foreign route to planned destination {dst} was {}",
+                            if gone { "removed" } else { "added" }
+                        ));
                     }
                     _ => return,
                 }
@@ -324,6 +330,15 @@ impl Model {
                 entries.retain(|f| f.dst != fdb.dst);
                 if !gone {
                     entries.push(fdb);
+                }
+                // `bridge fdb replace` changes an entry's destination in place and
+                // announces only the new one: when a MAC seems to have several
+                // destinations, only a fresh read tells which still exist.
+                if entries.len() > 1 {
+                    t.full(format!(
+                        "FDB entry {} changed its destination",
+                        crate::diff::mac(key.1)
+                    ));
                 }
                 let Some(dev) = self.name(key.0).map(str::to_string) else {
                     return;
