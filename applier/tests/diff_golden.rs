@@ -141,6 +141,7 @@ fn sim(mut o: Observed, ops: &[Op]) -> Observed {
                 o.routes.retain(|r| match r.target {
                     Target::Nexthop(id) => !gone.contains(&id),
                     Target::Gateway { ifindex, .. } => ifindex != i,
+                    Target::Other { ifindex, .. } => ifindex != Some(i),
                 });
             }
             Op::AddrReplace(a) => {
@@ -281,6 +282,12 @@ fn normal(o: &Observed) -> Vec<String> {
             "route {} via {via} dev {} onlink {onlink} proto {}",
             r.dst,
             name(*ifindex),
+            r.protocol
+        ),
+        Target::Other { kind, ifindex } => format!(
+            "route {} type {kind} dev {} proto {}",
+            r.dst,
+            ifindex.map_or_else(|| "-".to_string(), name),
             r.protocol
         ),
     }));

@@ -154,6 +154,18 @@ impl Diff {
                 self.name(*ifindex),
                 if *onlink { " onlink" } else { "" }
             ),
+            Target::Other { kind, ifindex } => {
+                let what = match kind {
+                    6 => "blackhole".to_string(),
+                    7 => "unreachable".to_string(),
+                    8 => "prohibit".to_string(),
+                    _ => "unicast".to_string(),
+                };
+                match ifindex {
+                    Some(i) => format!("{what} dev {}", self.name(*i)),
+                    None => what,
+                }
+            }
         }
     }
 

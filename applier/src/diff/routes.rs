@@ -58,6 +58,7 @@ pub fn node(
     let on_recreated = |r: &Route| match r.target {
         Target::Nexthop(id) => gone_nh.contains(&id),
         Target::Gateway { ifindex, .. } => recreated.contains(&ifindex),
+        Target::Other { ifindex, .. } => ifindex.is_some_and(|i| recreated.contains(&i)),
     };
     let alive = |r: &&Route| !on_recreated(r);
     let mut out = NodeRoutes {

@@ -28,6 +28,10 @@ pub enum Target {
         ifindex: u32,
         onlink: bool,
     },
+    /// What podnet never writes but may find under its protocol (someone's `ip route
+    /// replace blackhole … proto 77`, a device route): `kind` is the `RTN_*` type, `ifindex`
+    /// the output device if any. Replaced when planned, deleted otherwise.
+    Other { kind: u8, ifindex: Option<u32> },
 }
 
 /// A main-table unicast IPv4 route of protocol `protocol`.
@@ -69,6 +73,15 @@ impl Route {
                 if *onlink {
                     m.header.flags =
                         rtnetlink::packet_route::route::RouteFlags::from_bits_retain(RTNH_F_ONLINK);
+                }
+            }
+            Target::Other { kind, ifindex } => {
+                m.header.kind = RouteType::from(*kind);
+                if let Some(i) = ifindex {
+                    m.attributes.push(RouteAttribute::Oif(*i));
+                    if *kind == RTN_UNICAST {
+                        m.header.scope = RouteScope::Link;
+                    }
                 }
             }
         }
@@ -142,7 +155,6 @@ impl Dumped {
         let (family, dst_len, tos, table8, proto, kind) = (h[0], h[1], h[3], h[4], h[5], h[7]);
         let flags = u32::from_ne_bytes([h[8], h[9], h[10], h[11]]);
         const AF_INET: u8 = 2;
-        const RTN_UNICAST: u8 = 1;
         if family != AF_INET {
             return None;
         }
@@ -178,7 +190,15 @@ impl Dumped {
             }),
             _ => None,
         };
-        let route = target.filter(|_| kind == RTN_UNICAST).map(|target| Route {
+        let target = match target {
+            Some(t) if kind == RTN_UNICAST => Some(t),
+            // Unicast without a gateway (a device route), blackhole, unreachable, prohibit.
+            _ if matches!(kind, RTN_UNICAST | 6 | 7 | 8) => {
+                Some(Target::Other { kind, ifindex: oif })
+            }
+            _ => None,
+        };
+        let route = target.map(|target| Route {
             dst,
             target,
             protocol: proto,
@@ -194,6 +214,7 @@ impl Dumped {
     }
 }
 
+const RTN_UNICAST: u8 = 1;
 const RTA_DST: u16 = 1;
 const RTA_OIF: u16 = 4;
 const RTA_GATEWAY: u16 = 5;

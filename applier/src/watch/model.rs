@@ -404,7 +404,7 @@ impl Model {
             .iter()
             .filter_map(|r| match r.target {
                 Target::Nexthop(id) => Some(id),
-                Target::Gateway { .. } => None,
+                Target::Gateway { .. } | Target::Other { .. } => None,
             })
             .collect();
         let mut nexthops = Vec::new();

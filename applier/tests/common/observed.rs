@@ -8,7 +8,8 @@
 //! link INDEX NAME [kind KIND] mtu N [mac M] up|down [alias A] [master I] [owned]
 //!      [vxlan VNI PORT LOCAL|- LINK|- learning|nolearning]
 //! addr INDEX CIDR
-//! route DST nhid ID proto P | route DST via GW dev INDEX [onlink] proto P
+//! route DST nhid ID proto P | route DST via GW dev INDEX [onlink] proto P |
+//! route DST type RTN [dev INDEX] proto P
 //! nexthop ID via GW dev INDEX [onlink] proto P
 //! other-nexthop ID
 //! foreign-route DST
@@ -92,6 +93,10 @@ fn target(t: &Target) -> String {
             "via {via} dev {ifindex}{}",
             if *onlink { " onlink" } else { "" }
         ),
+        Target::Other { kind, ifindex } => match ifindex {
+            Some(i) => format!("type {kind} dev {i}"),
+            None => format!("type {kind}"),
+        },
     }
 }
 
@@ -245,6 +250,14 @@ fn parse_target<'a>(
                 ifindex,
                 onlink,
             })
+        }
+        Some("type") => {
+            let kind = num(w.next(), "type")?;
+            let ifindex = match w.next_if_eq(&"dev") {
+                Some(_) => Some(num(w.next(), "dev")?),
+                None => None,
+            };
+            Ok(Target::Other { kind, ifindex })
         }
         other => Err(format!("route target {other:?}")),
     }
