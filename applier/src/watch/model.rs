@@ -96,6 +96,8 @@ pub struct Model {
     owned: BTreeSet<u32>,
     addrs: Vec<Addr>,
     routes: HashMap<Ipv4Net, Route>,
+    /// The routes of `routes` that use each nexthop (a deleted nexthop takes them along).
+    users: HashMap<u32, HashSet<Ipv4Net>>,
     foreign: HashSet<Ipv4Net>,
     nexthops: HashMap<u32, Nexthop>,
     other_ids: HashSet<u32>,
@@ -107,7 +109,7 @@ pub struct Model {
 impl Model {
     /// The model of `obs`, observed for `plan` (what a full reconcile left).
     pub fn new(plan: &NodePlan, obs: Observed) -> Model {
-        Model {
+        let mut m = Model {
             index: Index::of(plan),
             underlay: plan.underlay.interface.clone(),
             protocols: obs.protocols,
@@ -115,7 +117,8 @@ impl Model {
             links: obs.links.into_iter().map(|l| (l.index, l)).collect(),
             owned: obs.owned,
             addrs: obs.addrs,
-            routes: obs.routes.into_iter().map(|r| (r.dst, r)).collect(),
+            routes: HashMap::new(),
+            users: HashMap::new(),
             foreign: obs.foreign_routes,
             nexthops: obs.nexthops.into_iter().map(|n| (n.id, n)).collect(),
             other_ids: obs.other_nexthop_ids.into_iter().collect(),
@@ -131,6 +134,40 @@ impl Model {
                 }
                 m
             },
+        };
+        for r in obs.routes {
+            m.put_route(r);
+        }
+        m
+    }
+
+    fn put_route(&mut self, r: Route) {
+        if let Target::Nexthop(id) = r.target {
+            self.users.entry(id).or_default().insert(r.dst);
+        }
+        if let Some(old) = self.routes.insert(r.dst, r) {
+            self.unuse(&old);
+        }
+    }
+
+    fn take_route(&mut self, dst: &Ipv4Net) {
+        if let Some(old) = self.routes.remove(dst) {
+            self.unuse(&old);
+        }
+    }
+
+    fn unuse(&mut self, old: &Route) {
+        if let Target::Nexthop(id) = old.target
+            && self
+                .routes
+                .get(&old.dst)
+                .is_none_or(|r| r.target != old.target)
+            && let Some(u) = self.users.get_mut(&id)
+        {
+            u.remove(&old.dst);
+            if u.is_empty() {
+                self.users.remove(&id);
+            }
         }
     }
 
@@ -246,10 +283,10 @@ impl Model {
                                 .get(&dst)
                                 .is_some_and(|m| m.protocol == r.protocol)
                             {
-                                self.routes.remove(&dst);
+                                self.take_route(&dst);
                             }
                         } else {
-                            self.routes.insert(dst, r);
+                            self.put_route(r);
                         }
                         t.routes.insert(dst);
                     }
@@ -280,14 +317,10 @@ impl Model {
                 if gone {
                     self.other_ids.remove(&id);
                     if self.nexthops.remove(&id).is_some() {
-                        // The kernel removes the routes that used it without a word.
-                        let using: Vec<Ipv4Net> = self
-                            .routes
-                            .values()
-                            .filter(|r| r.target == Target::Nexthop(id))
-                            .map(|r| r.dst)
-                            .collect();
-                        for dst in using {
+                        // The kernel removes the routes that used it without a word. (An
+                        // index, not a scan of every route: a link going down deletes all
+                        // of its nexthops, one event each.)
+                        for dst in self.users.remove(&id).unwrap_or_default() {
                             self.routes.remove(&dst);
                             t.routes.insert(dst);
                         }
