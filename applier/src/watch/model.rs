@@ -100,6 +100,8 @@ pub struct Model {
     users: HashMap<u32, HashSet<Ipv4Net>>,
     foreign: HashSet<Ipv4Net>,
     nexthops: HashMap<u32, Nexthop>,
+    /// podnet's nexthops by (gateway, device, onlink): the ones a planned route can reuse.
+    by_key: HashMap<(Ipv4Addr, u32, bool), BTreeSet<u32>>,
     other_ids: HashSet<u32>,
     neighs: HashMap<(u32, Ipv4Addr), Neigh>,
     /// By (device, MAC): a vxlan device may hold several entries for one MAC.
@@ -120,7 +122,8 @@ impl Model {
             routes: HashMap::new(),
             users: HashMap::new(),
             foreign: obs.foreign_routes,
-            nexthops: obs.nexthops.into_iter().map(|n| (n.id, n)).collect(),
+            nexthops: HashMap::new(),
+            by_key: HashMap::new(),
             other_ids: obs.other_nexthop_ids.into_iter().collect(),
             neighs: obs
                 .neighs
@@ -138,7 +141,44 @@ impl Model {
         for r in obs.routes {
             m.put_route(r);
         }
+        for n in obs.nexthops {
+            m.put_nexthop(n);
+        }
         m
+    }
+
+    fn put_nexthop(&mut self, n: Nexthop) {
+        self.by_key
+            .entry((n.gateway, n.ifindex, n.onlink))
+            .or_default()
+            .insert(n.id);
+        if let Some(old) = self.nexthops.insert(n.id, n) {
+            self.unkey(&old);
+        }
+    }
+
+    fn take_nexthop(&mut self, id: u32) -> bool {
+        match self.nexthops.remove(&id) {
+            Some(old) => {
+                self.unkey(&old);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn unkey(&mut self, old: &Nexthop) {
+        let key = (old.gateway, old.ifindex, old.onlink);
+        let still = self
+            .nexthops
+            .get(&old.id)
+            .is_some_and(|n| (n.gateway, n.ifindex, n.onlink) == key);
+        if !still && let Some(ids) = self.by_key.get_mut(&key) {
+            ids.remove(&old.id);
+            if ids.is_empty() {
+                self.by_key.remove(&key);
+            }
+        }
     }
 
     fn put_route(&mut self, r: Route) {
@@ -316,7 +356,7 @@ impl Model {
             KernelEvent::Nexthop { gone, id, nexthop } => {
                 if gone {
                     self.other_ids.remove(&id);
-                    if self.nexthops.remove(&id).is_some() {
+                    if self.take_nexthop(id) {
                         // The kernel removes the routes that used it without a word. (An
                         // index, not a scan of every route: a link going down deletes all
                         // of its nexthops, one event each.)
@@ -329,9 +369,7 @@ impl Model {
                     }
                 } else {
                     match nexthop {
-                        Some(n) => {
-                            self.nexthops.insert(id, n);
-                        }
+                        Some(n) => self.put_nexthop(n),
                         None => {
                             self.other_ids.insert(id);
                             return;
@@ -440,15 +478,29 @@ impl Model {
                 Target::Gateway { .. } | Target::Other { .. } => None,
             })
             .collect();
-        let mut nexthops = Vec::new();
-        let mut other_ids: Vec<u32> = self.other_ids.iter().copied().collect();
-        for n in self.nexthops.values() {
-            if used.contains(&n.id) || wanted_keys.contains(&(n.gateway, n.ifindex, n.onlink)) {
-                nexthops.push(n.clone());
-            } else {
-                other_ids.push(n.id);
+        // Only these nexthops matter to the cut-down diff. The ids of every other one are
+        // needed only to pick a free id, i.e. when a wanted nexthop does not exist.
+        let mut ids: BTreeSet<u32> = used.clone().into_iter().collect();
+        let mut missing = false;
+        for k in &wanted_keys {
+            match self.by_key.get(k) {
+                Some(found) => ids.extend(found.iter().copied()),
+                None => missing = true,
             }
         }
+        let nexthops: Vec<Nexthop> = ids
+            .iter()
+            .filter_map(|id| self.nexthops.get(id).cloned())
+            .collect();
+        let other_ids: Vec<u32> = if missing {
+            self.other_ids
+                .iter()
+                .copied()
+                .chain(self.nexthops.keys().copied().filter(|id| !ids.contains(id)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let neighs = t
             .neighs
             .iter()
