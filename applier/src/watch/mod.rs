@@ -120,8 +120,9 @@ impl Backoff {
     }
 }
 
-/// Debounce of config and file hints (editors write several events per save).
-const DEBOUNCE: Duration = Duration::from_millis(100);
+/// Debounce of config and file hints (an editor or a checkout writes several events per save;
+/// a rename-over is one): short, because a node added to the file waits for it.
+const DEBOUNCE: Duration = Duration::from_millis(50);
 /// A config reload waits at most this long after the first hint, however busy the
 /// directory (another file written every few ms must not hold back an edit).
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
