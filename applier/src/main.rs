@@ -14,6 +14,7 @@ fn main() {
         Command::Apply(a) => commands::apply::run(a),
         Command::Status(a) => commands::status::run(a),
         Command::Teardown(a) => commands::teardown::run(a),
+        Command::Lab(a) => commands::lab::run(a),
     };
     let code = match result {
         Ok(code) => code,

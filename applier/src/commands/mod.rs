@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod check;
 pub mod fmt;
+pub mod lab;
 pub mod lock;
 pub mod plan;
 pub mod status;
