@@ -502,11 +502,23 @@ impl Lab {
         self.runs += 1;
         let (eps, specs) = self.endpoints();
         let socks = probe::open(&specs)?;
-        let pairs = expect::pairs(&self.plan, cluster, &eps);
+        // The configuration's own view (subnets, pod MTU): same machines, maybe not the
+        // configuration the lab was built with.
+        let plan = LabPlan::new(cluster, &self.plan.id, self.plan.pods_per_node)?;
+        let pairs = expect::pairs(&plan, cluster, &eps);
+        // The MTU the pods were given (their conflist's), which is the cluster's pod MTU
+        // unless someone changed the plan.
+        let mtu = self
+            .attached_with
+            .iter()
+            .flatten()
+            .flat_map(|c| c["plugins"].as_array().into_iter().flatten())
+            .filter_map(|p| p["mtu"].as_u64())
+            .filter_map(|m| u32::try_from(m).ok())
+            .max()
+            .unwrap_or(plan.pod_mtu);
         let small = 16;
-        let big = (self.plan.pod_mtu as usize)
-            .saturating_sub(probe::HEADERS)
-            .max(small);
+        let big = (mtu as usize).saturating_sub(probe::HEADERS).max(small);
         let mut dgrams = Vec::with_capacity(pairs.len() * 2);
         for p in &pairs {
             let (src, dst) = (&eps[p.src], &eps[p.dst]);
@@ -541,7 +553,7 @@ impl Lab {
                 .iter()
                 .map(|n| self.plan.switches[n.segment].net.to_string())
                 .collect(),
-            pod_mtu: self.plan.pod_mtu,
+            pod_mtu: mtu,
             endpoints: eps,
             pairs,
             seen,

@@ -473,13 +473,10 @@ pub fn json(r: &LabResult) -> serde_json::Value {
 /// node for leftovers after a change.
 pub fn junit(r: &LabResult) -> String {
     let mut s = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let (f, c, _, _) = r.counts();
-    let _ = writeln!(
-        s,
-        "<testsuites name=\"podnet lab {}\" tests=\"{c}\" failures=\"{f}\">",
-        esc(&r.lab)
-    );
+    let mut suites = String::new();
+    let (mut tests, mut failures) = (0, 0);
     for (n, p) in r.phases.iter().enumerate() {
+        let s = &mut suites;
         let mut cases: BTreeMap<(CheckKind, String, String), (usize, Vec<String>)> =
             BTreeMap::new();
         for (pair, seen) in p.pairs.iter().zip(&p.seen) {
@@ -498,6 +495,8 @@ pub fn junit(r: &LabResult) -> String {
             }
         }
         let failed = cases.values().filter(|c| !c.1.is_empty()).count() + p.leftover_nodes();
+        tests += cases.len() + p.leftovers.len();
+        failures += failed;
         let _ = writeln!(
             s,
             "  <testsuite name=\"{} (configuration {})\" tests=\"{}\" failures=\"{failed}\" time=\"{:.3}\">",
@@ -544,6 +543,12 @@ pub fn junit(r: &LabResult) -> String {
         }
         s.push_str("  </testsuite>\n");
     }
+    let _ = writeln!(
+        s,
+        "<testsuites name=\"podnet lab {}\" tests=\"{tests}\" failures=\"{failures}\">",
+        esc(&r.lab)
+    );
+    s.push_str(&suites);
     s.push_str("</testsuites>\n");
     s
 }
