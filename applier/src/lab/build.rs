@@ -78,14 +78,14 @@ pub fn links(plan: &LabPlan) -> Result<(), LabError> {
         b.line(format!("link set {SWITCH_BRIDGE} mtu {} up", s.mtu));
         for n in plan.nodes.iter().filter(|n| n.segment == k) {
             b.line(format!(
-                "link add {} mtu {} type veth peer name {} mtu {} netns {}",
-                n.port, n.mtu, n.iface, n.mtu, n.ns
+                "link add {} mtu {} type veth peer name {} mtu {} address {} netns {}",
+                n.port, n.mtu, n.iface, n.mtu, n.mac, n.ns
             ));
             b.line(format!("link set {} master {SWITCH_BRIDGE} up", n.port));
         }
         b.line(format!(
-            "link add {SWITCH_ROUTER_PORT} mtu {} type veth peer name {} mtu {} netns {}",
-            s.mtu, s.router_port, s.mtu, plan.router
+            "link add {SWITCH_ROUTER_PORT} mtu {} type veth peer name {} mtu {} address {} netns {}",
+            s.mtu, s.router_port, s.mtu, s.router_mac, plan.router
         ));
         b.line(format!(
             "link set {SWITCH_ROUTER_PORT} master {SWITCH_BRIDGE} up"
@@ -96,9 +96,17 @@ pub fn links(plan: &LabPlan) -> Result<(), LabError> {
     let o = &plan.outside;
     let mut r = Batch::default();
     r.line("link set lo up".to_string());
-    for s in &plan.switches {
+    for (k, s) in plan.switches.iter().enumerate() {
         r.line(format!("addr add {} dev {}", s.gateway, s.router_port));
         r.line(format!("link set {} up", s.router_port));
+        for n in plan.nodes.iter().filter(|n| n.segment == k) {
+            r.line(format!(
+                "neigh replace {} lladdr {} dev {} nud permanent",
+                n.address.addr(),
+                n.mac,
+                s.router_port
+            ));
+        }
     }
     r.line(format!(
         "link add {ROUTER_OUTSIDE_PORT} mtu {} type veth peer name {OUTSIDE_IFACE} mtu {} netns {}",
@@ -128,6 +136,28 @@ pub fn links(plan: &LabPlan) -> Result<(), LabError> {
         b.line(format!("link set {} up", n.iface));
         if let Some(gw) = gw {
             b.line(format!("route add default via {gw} dev {}", n.iface));
+        }
+        // Permanent neighbours for the segment's machines (see
+        // `topology::neighbour_entries`).
+        if let Some(s) = plan.switches.get(n.segment) {
+            b.line(format!(
+                "neigh replace {} lladdr {} dev {} nud permanent",
+                s.gateway.addr(),
+                s.router_mac,
+                n.iface
+            ));
+        }
+        for peer in plan
+            .nodes
+            .iter()
+            .filter(|p| p.segment == n.segment && p.ns != n.ns)
+        {
+            b.line(format!(
+                "neigh replace {} lladdr {} dev {} nud permanent",
+                peer.address.addr(),
+                peer.mac,
+                n.iface
+            ));
         }
         b.run(&n.ns)
     })

@@ -94,6 +94,10 @@ pub struct Attachment {
     pub container: String,
     /// The pod's address (from the final ADD result).
     pub address: Ipv4Net,
+    /// The pod's interface MAC and the host-side interface it hangs off (the bridge), from
+    /// the ADD result's `interfaces`.
+    pub mac: Option<String>,
+    pub bridge: Option<String>,
     /// The conflist it was attached with (plugin entries as invoked, without prevResult).
     pub confs: Vec<Value>,
     pub result: Value,
@@ -144,10 +148,23 @@ pub fn add(
         .filter_map(|ip| ip["address"].as_str())
         .find_map(|a| a.parse::<Ipv4Net>().ok())
         .ok_or_else(|| LabError::Cni(format!("ADD of {pod_ns} gave no IPv4 address: {result}")))?;
+    let ifaces = result["interfaces"].as_array().cloned().unwrap_or_default();
+    let mac = ifaces
+        .iter()
+        .find(|i| i["sandbox"].as_str().is_some_and(|s| !s.is_empty()))
+        .and_then(|i| i["mac"].as_str())
+        .map(str::to_string);
+    let bridge = ifaces
+        .first()
+        .filter(|i| i["sandbox"].as_str().is_none_or(str::is_empty))
+        .and_then(|i| i["name"].as_str())
+        .map(str::to_string);
     Ok(Attachment {
         pod_ns: pod_ns.to_string(),
         container: container.to_string(),
         address,
+        mac,
+        bridge,
         confs,
         result,
     })

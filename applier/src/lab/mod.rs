@@ -96,6 +96,13 @@ pub enum LabError {
          addresses, interfaces, underlay MTUs) and changes only their configuration"
     )]
     OtherMachines,
+    #[error(
+        "the lab needs up to {need} neighbour (ARP) entries, but every namespace shares the \
+         kernel's one table of at most {limit} (net.ipv4.neigh.default.gc_thresh3 of this \
+         host): use fewer pods per node or nodes, or raise the limit on this host \
+         (sysctl -w net.ipv4.neigh.default.gc_thresh3=N)"
+    )]
+    NeighbourLimit { need: usize, limit: usize },
     #[error("interrupted")]
     Interrupted,
 }
@@ -205,6 +212,15 @@ impl Default for LabOptions {
 /// Progress reports: a stage name, done, total.
 pub type Progress<'a> = &'a (dyn Fn(&str, usize, usize) + Sync);
 
+/// The host's limit on non-permanent neighbour entries (read, never changed).
+fn neighbour_limit() -> Option<usize> {
+    std::fs::read_to_string("/proc/sys/net/ipv4/neigh/default/gc_thresh3")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 /// A default lab id: `pl` + 4 hex digits from the process id and the clock.
 pub fn fresh_id() -> String {
     let t = std::time::SystemTime::now()
@@ -247,6 +263,12 @@ impl Lab {
             .map(|p| cni::plan_conflist(p).map(|c| c.1))
             .collect::<Result<Vec<_>, _>>()?;
         cni::check_plugins(&conflists, &cni_path)?;
+        let need = topology::neighbour_entries(plan.nodes.len(), opts.pods);
+        if let Some(limit) = neighbour_limit()
+            && need > limit
+        {
+            return Err(LabError::NeighbourLimit { need, limit });
+        }
         let names = plan.namespaces();
         if let Some(n) = names.iter().find(|n| netns::exists(n)) {
             return Err(LabError::Exists(n.clone(), id));
@@ -431,6 +453,25 @@ impl Lab {
             self.pods[i][k] = Some(a);
         }
         r?;
+        // Each node knows its pods' MACs as permanent neighbours (the shared neighbour
+        // table, `topology::neighbour_entries`).
+        let pods = &self.pods;
+        let idx: Vec<usize> = (0..pods.len()).collect();
+        parallel(&idx, build::PARALLEL, |&i| {
+            let mut text = String::new();
+            for a in pods[i].iter().flatten() {
+                if let (Some(mac), Some(br)) = (&a.mac, &a.bridge) {
+                    text.push_str(&format!(
+                        "neigh replace {} lladdr {mac} dev {br} nud permanent\n",
+                        a.address.addr()
+                    ));
+                }
+            }
+            if text.is_empty() {
+                return Ok(());
+            }
+            build::ip_batch(&plan.nodes[i].ns, &text)
+        })?;
         for (i, (_, v)) in confs.into_iter().enumerate() {
             self.attached_with[i] = Some(v);
         }

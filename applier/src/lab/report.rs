@@ -288,7 +288,7 @@ fn matrix(s: &mut String, p: &Phase) {
         .max()
         .unwrap_or(1)
         + 1;
-    let _ = write!(s, "{:>8}", "");
+    let _ = write!(s, "{:>9}", "");
     for l in &labels {
         let _ = write!(s, "{l:<width$}");
     }
@@ -297,7 +297,7 @@ fn matrix(s: &mut String, p: &Phase) {
         if !e.kind.sends() {
             continue;
         }
-        let _ = write!(s, "{:>5} ->", labels[i]);
+        let _ = write!(s, "{:>5} -> ", labels[i]);
         for j in 0..p.endpoints.len() {
             let c = if i == j || p.endpoints[i].socket == p.endpoints[j].socket {
                 "-".to_string()

@@ -57,6 +57,8 @@ pub struct LabNode {
     pub segment: usize,
     /// The node's port on its switch.
     pub port: String,
+    /// The MAC of the node's underlay interface (locally administered, from its index).
+    pub mac: String,
     pub subnet: Ipv4Net,
     pub pods: Vec<String>,
 }
@@ -71,6 +73,8 @@ pub struct Switch {
     pub gateway: Ipv4Net,
     /// The router's port on this segment.
     pub router_port: String,
+    /// The MAC of the router's port.
+    pub router_mac: String,
     pub mtu: u32,
 }
 
@@ -109,6 +113,7 @@ impl LabPlan {
                     .map_or(cluster.underlay_mtu.value, |m| m.value),
                 segment: segs.iter().position(|s| s.nodes.contains(&i)).unwrap_or(0),
                 port: format!("p{i}"),
+                mac: mac(0x6e, i),
                 subnet,
                 name,
             });
@@ -122,6 +127,7 @@ impl LabPlan {
                 net: s.net,
                 gateway: Ipv4Net::new(gateway, s.net.prefix_len()).unwrap_or(s.net),
                 router_port: format!("seg{k}"),
+                router_mac: mac(0x72, k),
                 mtu: s.nodes.iter().map(|&i| nodes[i].mtu).max().unwrap_or(1500),
             });
         }
@@ -258,6 +264,21 @@ pub fn check_id(id: &str) -> Result<(), LabError> {
     } else {
         Err(LabError::BadId(id.to_string()))
     }
+}
+
+/// `02:70:KIND:xx:yy:zz`: locally administered, unicast, unique per kind and index.
+fn mac(kind: u8, i: usize) -> String {
+    let i = u32::try_from(i).unwrap_or(u32::MAX).to_be_bytes();
+    format!("02:70:{kind:02x}:{:02x}:{:02x}:{:02x}", i[1], i[2], i[3])
+}
+
+/// Non-permanent neighbour entries a lab needs at most: each pod resolves its gateway and
+/// the other pods of its node. Lab machines (nodes, router) know each other's MACs as
+/// permanent entries, and nodes their pods', because every namespace shares the kernel's
+/// one neighbour table, limited by the host's `gc_thresh3`, where separate machines would
+/// each have their own.
+pub fn neighbour_entries(nodes: usize, pods: usize) -> usize {
+    nodes * pods * pods + 4
 }
 
 fn overlaps(a: Ipv4Net, b: Ipv4Net) -> bool {
