@@ -157,6 +157,11 @@ fn every_example_comes_up_green() {
         )
         .unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         assert!(r.ok(), "{}:\n{}", f.display(), lab::report::text(&r));
+        // JUnit and JSON come from the same result.
+        let junit = lab::report::junit(&r);
+        assert!(junit.contains("failures=\"0\""), "{junit}");
+        assert!(!junit.contains("<failure"), "{junit}");
+        assert_eq!(lab::report::json(&r)["checks"], r.counts().1);
         let (failed, checks, lost, probes) = r.counts();
         assert_eq!((failed, lost), (0, 0));
         // pods × (pods + nodes + outside) at least.
@@ -357,33 +362,19 @@ fn then_host_gw_vxlan_host_gw_stays_green_without_leftovers() {
     );
     let opts = options(state.path());
     let id = opts.id.clone().expect("id");
-    let cfg = |file: &Path, cluster: &Cluster, plans: &[NodePlan]| {
-        (file.to_path_buf(), cluster.clone(), plans.to_vec())
+    let hostgw = Config {
+        file: &f1,
+        cluster: &c1,
+        plans: &p1,
     };
-    let a = cfg(&f1, &c1, &p1);
-    let b = cfg(&f2, &c2, &p2);
-    let conf =
-        |x: &(PathBuf, Cluster, Vec<NodePlan>)| -> (PathBuf, Cluster, Vec<NodePlan>) { x.clone() };
-    let (a, b) = (conf(&a), conf(&b));
-    let then = [
-        Config {
-            file: &b.0,
-            cluster: &b.1,
-            plans: &b.2,
-        },
-        Config {
-            file: &a.0,
-            cluster: &a.1,
-            plans: &a.2,
-        },
-    ];
+    let vxlan = Config {
+        file: &f2,
+        cluster: &c2,
+        plans: &p2,
+    };
     let r = lab::run(
-        Config {
-            file: &a.0,
-            cluster: &a.1,
-            plans: &a.2,
-        },
-        &then,
+        hostgw,
+        &[vxlan, hostgw],
         &opts,
         Afterwards::Down,
         &EngineConverge,

@@ -308,7 +308,7 @@ mod tests {
     fn two_segments_one_router_and_except_addresses() {
         let c = cluster(
             "cluster r { pod-cidr 10.50.0.0/16; backend vxlan { direct-routing on }\n\
-             masquerade outbound { except 172.16.0.0/12; except 10.10.1.0/24 } }\n\
+             masquerade outbound { except 172.16.0.0/12 10.10.1.0/24 } }\n\
              node a1 { address 10.10.1.11/24; subnet 10.50.1.0/24 }\n\
              node b1 { address 10.10.2.11/24; subnet 10.50.3.0/24 }\n\
              node a2 { address 10.10.1.254/24; subnet 10.50.2.0/24 }\n",
