@@ -32,6 +32,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Remove everything podnet owns on this node and restore prior sysctls and files.
     Teardown(TeardownArgs),
+    /// Build the cluster out of network namespaces on this machine (real engine, real CNI
+    /// pods) and prove connectivity, source addresses and the pod MTU pair by pair.
+    Lab(LabArgs),
     /// Run as the node daemon: apply, then keep the node converged on the file and repair
     /// drift from kernel events (health and metrics on --listen).
     Watch(WatchArgs),
@@ -250,4 +253,58 @@ fn duration(s: &str) -> Result<std::time::Duration, String> {
         return Err(format!("`{s}` is too short (at least 10ms)"));
     }
     Ok(d)
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LabFormat {
+    /// A matrix (few endpoints) or a summary (many), the failures, one count line.
+    #[default]
+    Text,
+    Json,
+    /// JUnit XML for CI.
+    Junit,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    pub command: Option<LabCommand>,
+    /// The cluster file to build the lab of.
+    #[arg(required = true)]
+    pub file: Option<PathBuf>,
+    /// Pods per node.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub pods: u16,
+    /// Then converge every node on FILE2 (same machines, other configuration), check that
+    /// nothing of the earlier configuration remains, and probe again; repeatable.
+    #[arg(long = "then", value_name = "FILE2")]
+    pub then: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = LabFormat::Text)]
+    pub format: LabFormat,
+    /// Leave the lab up (namespaces ID-NODE); `podnet lab down` removes it.
+    #[arg(long)]
+    pub keep: bool,
+    /// The lab id prefixing every namespace (default: pl + 4 hex digits).
+    #[arg(long, value_name = "ID")]
+    pub name: Option<String>,
+    /// Where labs keep their state file and node roots.
+    #[arg(long, env = "PODNET_LAB_DIR", default_value = "/run/podnet-lab")]
+    pub state_dir: PathBuf,
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub diagnostics: DiagFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Remove a kept lab (ID), or every lab whose process is gone.
+    Down(LabDownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LabDownArgs {
+    /// The lab to remove (default: every kept or abandoned lab).
+    pub id: Option<String>,
+    #[arg(long, env = "PODNET_LAB_DIR", default_value = "/run/podnet-lab")]
+    pub state_dir: PathBuf,
 }

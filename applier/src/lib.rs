@@ -9,6 +9,7 @@ pub mod execute;
 pub mod firewall;
 pub mod journal;
 pub mod kernel;
+pub mod lab;
 pub mod observe;
 pub mod plan_cache;
 pub mod report;

@@ -16,6 +16,7 @@ fn main() {
         Command::Teardown(a) => commands::teardown::run(a),
         Command::Watch(a) => commands::watch::run(a),
         Command::Import(a) => commands::import::run(a),
+        Command::Lab(a) => commands::lab::run(a),
     };
     let code = match result {
         Ok(code) => code,

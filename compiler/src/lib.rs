@@ -14,6 +14,7 @@ pub mod parse;
 pub mod span;
 pub mod syntax;
 pub mod toml_front;
+pub mod topology;
 pub mod validate;
 
 use std::path::Path;

@@ -4,6 +4,7 @@ pub mod apply;
 pub mod check;
 pub mod fmt;
 pub mod import;
+pub mod lab;
 pub mod lock;
 pub mod plan;
 pub mod status;

@@ -187,9 +187,8 @@ impl<'c> Planner<'c> {
                     dev: dev.clone(),
                     address: host_net(subnet.network()),
                 });
-                let segment = me.segment();
                 for (j, n, s) in peers {
-                    if vx.direct_routing && n.segment() == segment {
+                    if crate::topology::peer_path(c, me, n) == crate::topology::PeerPath::Direct {
                         p.routes.push(direct_route(n, s, &iface));
                         continue;
                     }
