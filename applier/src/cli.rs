@@ -285,6 +285,11 @@ pub struct LabArgs {
     /// Leave the lab up (namespaces ID-NODE); `podnet lab down` removes it.
     #[arg(long)]
     pub keep: bool,
+    /// Run `podnet watch` on every node on one shared cluster file; each configuration
+    /// (the first, then every `--then`) is published by atomic rename, as a GitOps pull
+    /// would, and the daemons converge the nodes.
+    #[arg(long)]
+    pub watch: bool,
     /// The lab id prefixing every namespace (default: pl + 4 hex digits).
     #[arg(long, value_name = "ID")]
     pub name: Option<String>,

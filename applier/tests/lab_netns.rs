@@ -594,3 +594,77 @@ fn sigint_mid_way_leaves_nothing_behind() {
     assert!(err.contains("interrupted"), "{err}");
     assert_gone(&id, state.path(), &links);
 }
+
+/// The `podnet watch` processes whose root lies under `dir`.
+fn daemons_under(dir: &Path) -> Vec<String> {
+    let d = dir.to_string_lossy().to_string();
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(" watch ") && c.contains(&d))
+        .collect()
+}
+
+#[test]
+fn watch_daemons_follow_a_published_file_through_host_gw_vxlan_host_gw() {
+    let state = tempfile::tempdir().expect("state dir");
+    let links = host_links();
+    let dir = tempfile::tempdir().expect("dir");
+    let hg = "cluster live { pod-cidr 10.81.0.0/16; backend host-gw; masquerade outbound }\n\
+              node w1 { address 10.41.0.11/24; subnet 10.81.1.0/24 }\n\
+              node w2 { address 10.41.0.12/24; subnet 10.81.2.0/24 }\n";
+    let f1 = dir.path().join("hg.podnet");
+    let f2 = dir.path().join("vx.podnet");
+    std::fs::write(&f1, hg).expect("write");
+    std::fs::write(&f2, hg.replace("backend host-gw", "backend vxlan")).expect("write");
+    let id = unique_id();
+    let out = Command::new(bin())
+        .args([
+            "lab",
+            f1.to_str().expect("utf-8"),
+            "--watch",
+            "--then",
+            f2.to_str().expect("utf-8"),
+            "--then",
+            f1.to_str().expect("utf-8"),
+            "--name",
+            &id,
+            "--format",
+            "json",
+        ])
+        .env("PODNET_LAB_DIR", state.path())
+        .output()
+        .expect("podnet lab --watch");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(&text).expect("json");
+    let phases = v["phases"].as_array().expect("phases");
+    assert_eq!(phases.len(), 3, "{v:#}");
+    // The daemons, not the lab, moved the nodes: vxlan's pod MTU, then host-gw's again,
+    // each checked for leftovers of the configuration before.
+    let mtus: Vec<u64> = phases
+        .iter()
+        .filter_map(|p| p["pod_mtu"].as_u64())
+        .collect();
+    assert_eq!(mtus, vec![1500, 1450, 1500], "{v:#}");
+    assert!(
+        phases
+            .iter()
+            .all(|p| p["ok"] == true && p["leftovers"] == serde_json::json!([])),
+        "{v:#}"
+    );
+    assert_eq!(
+        daemons_under(state.path()),
+        Vec::<String>::new(),
+        "daemons left running"
+    );
+    assert_gone(&id, state.path(), &links);
+}

@@ -12,7 +12,7 @@ use podnet_compiler::plan::{NodePlan, Planner};
 use podnet_compiler::{Cluster, FsLoader, UseLock, compile};
 
 use crate::cli::{DiagFormat, LabArgs, LabCommand, LabFormat};
-use crate::lab::{self, Afterwards, Config, EngineConverge, LabOptions};
+use crate::lab::{self, Afterwards, Config, EngineConverge, LabOptions, WatchConverge};
 use crate::report;
 
 pub fn run(args: &LabArgs) -> anyhow::Result<i32> {
@@ -62,7 +62,12 @@ pub fn run(args: &LabArgs) -> anyhow::Result<i32> {
     let (first, then) = configs
         .split_first()
         .ok_or_else(|| anyhow::anyhow!("no file"))?;
-    let result = lab::run(*first, then, &opts, afterwards, &EngineConverge, &progress);
+    let result = if args.watch {
+        let conv = WatchConverge::new(&args.state_dir)?;
+        lab::run(*first, then, &opts, afterwards, &conv, &progress)
+    } else {
+        lab::run(*first, then, &opts, afterwards, &EngineConverge, &progress)
+    };
     printer.finish();
     let result = result?;
     let mut out = std::io::stdout().lock();

@@ -31,7 +31,7 @@ use podnet_compiler::Cluster;
 use podnet_compiler::plan::{NodePlan, rooted};
 use serde_json::Value;
 
-pub use converge::{Converge, Converged, EngineConverge, NodeRef};
+pub use converge::{Converge, Converged, EngineConverge, NodeRef, WatchConverge};
 pub use expect::{CheckKind, Endpoint, EndpointKind, Pair, Seen};
 pub use probe::ProbeConfig;
 pub use report::{LabResult, Phase, Timings};
@@ -682,6 +682,15 @@ impl Drop for Lab {
     }
 }
 
+/// Stops a converger when dropped.
+struct StopFirst<'a>(&'a dyn Converge);
+
+impl Drop for StopFirst<'_> {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
+}
+
 /// One configuration of a run: the file, its checked cluster and every node's plan (in
 /// file order).
 #[derive(Clone, Copy)]
@@ -718,12 +727,16 @@ pub fn run(
     }
     let start = Instant::now();
     let mut lab = Lab::up(first.cluster, first.plans, opts, progress)?;
+    // Declared after the lab, so dropped before it: whatever keeps the nodes converged
+    // stops before anything of the lab is removed, on every path out of here.
+    let _stop = StopFirst(conv);
     let bring_up = start.elapsed();
     let mut phases = vec![lab.phase(first, conv, progress, false)?];
     for t in then {
         phases.push(lab.phase(*t, conv, progress, true)?);
     }
     let id = lab.id().to_string();
+    conv.stop();
     let (kept, down) = match afterwards {
         Afterwards::Keep => (Some(lab.keep()?), None),
         Afterwards::Down => (None, Some(lab.down()?)),
