@@ -222,11 +222,9 @@ impl DirWatcher {
         }
         let mut failed = Vec::new();
         let mut now = BTreeSet::new();
+        // Every directory is (re-)watched: one that was deleted and made again lost its
+        // watch in the kernel without a word.
         for (d, mode) in dirs {
-            if self.watched.contains(&(d.clone(), mode)) {
-                now.insert((d, mode));
-                continue;
-            }
             match self.inner.watch(&d, mode) {
                 Ok(()) => {
                     now.insert((d, mode));
