@@ -21,7 +21,8 @@ use crate::report;
 /// A compiled config.
 #[derive(Clone, Debug)]
 pub struct Compiled {
-    pub plan: NodePlan,
+    /// Shared with the daemon's "applied" plan: one copy of a 20,000-node plan, not two.
+    pub plan: std::sync::Arc<NodePlan>,
     pub inputs: Inputs,
     /// Digest of every input as read.
     pub fingerprint: String,
@@ -92,7 +93,7 @@ pub fn load(file: &Path, node: Option<&str>, ns: &Target) -> Result<Compiled, Co
         Ok(plan) => {
             let fingerprint = inputs.fingerprint();
             Ok(Compiled {
-                plan,
+                plan: std::sync::Arc::new(plan),
                 inputs,
                 fingerprint,
             })

@@ -148,7 +148,7 @@ struct Daemon {
     /// The newest config failed because no node of it is local here.
     node_unknown: bool,
     /// The plan the kernel was last converged (or partly converged) on: what repairs aim at.
-    applied: Option<NodePlan>,
+    applied: Option<Arc<NodePlan>>,
     model: Option<Model>,
     touched: Touched,
     /// When the oldest unrepaired kernel event was read.
@@ -448,7 +448,8 @@ impl Daemon {
                 self.full_soon(Instant::now(), if first { Why::Start } else { Why::Config });
             }
             Err(e) => {
-                self.watch_dirs(self.applied.clone().as_ref(), &e.inputs().clone());
+                let applied = self.applied.clone();
+                self.watch_dirs(applied.as_deref(), &e.inputs().clone());
                 let reason = e.reason();
                 match &e {
                     ConfigError::Invalid { rendered, .. } => error!(
@@ -543,7 +544,7 @@ impl Daemon {
         match result {
             Ok(mut r) => {
                 self.refused = None;
-                self.applied = Some(c.plan.clone());
+                self.applied = Some(Arc::clone(&c.plan));
                 let observed = std::mem::take(&mut r.observed);
                 self.model = Some(Model::new(&c.plan, observed));
                 self.count_owned();
@@ -628,7 +629,7 @@ impl Daemon {
 
     /// While the newest config is refused: a full reconcile of the plan the kernel is on
     /// (the last good one), so that drift never costs what was working.
-    fn repair_last_good(&mut self, last: NodePlan, why: Why, retry: Duration) {
+    fn repair_last_good(&mut self, last: Arc<NodePlan>, why: Why, retry: Duration) {
         let started = Instant::now();
         let result = self.engine.reconcile(&last, None);
         self.metrics
@@ -654,7 +655,7 @@ impl Daemon {
         self.full_soon(Instant::now() + retry, Why::Retry);
     }
 
-    fn failed_full(&mut self, plan: &NodePlan, e: EngineError) {
+    fn failed_full(&mut self, plan: &Arc<NodePlan>, e: EngineError) {
         self.metrics
             .reconcile_failures
             .get_or_create(&Mode {
@@ -668,10 +669,10 @@ impl Daemon {
         };
         if !refused {
             // Something may have been written: repairs aim at the new plan from now on.
-            self.applied = Some(plan.clone());
+            self.applied = Some(Arc::clone(plan));
             self.model = None;
         }
-        if self.applied.as_ref() != Some(plan) {
+        if self.applied.as_ref().is_none_or(|a| **a != **plan) {
             self.metrics.config_valid.set(0);
         }
         self.set_health(|h| h.converged = Err(reason.clone()));
@@ -685,7 +686,7 @@ impl Daemon {
             Backoff::MAX
         };
         self.refused =
-            (refused && self.applied.as_ref().is_some_and(|a| a != plan)).then_some(delay);
+            (refused && self.applied.as_ref().is_some_and(|a| **a != **plan)).then_some(delay);
         self.full_soon(Instant::now() + delay, Why::Retry);
     }
 
