@@ -42,6 +42,12 @@ pub struct PriorLink {
     pub vxlan: Option<PriorVxlan>,
     /// Its IPv4 addresses.
     pub addresses: Vec<Ipv4Net>,
+    /// A vxlan's permanent neighbours (IP, MAC).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<(Ipv4Addr, [u8; 6])>,
+    /// A vxlan's FDB entries with a destination (MAC, destination).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fdb: Vec<([u8; 6], Ipv4Addr)>,
 }
 
 /// A route as it was before podnet replaced it in place.
@@ -186,6 +192,8 @@ pub fn candidates(plan: &NodePlan, obs: &Observed, addrs: &[Addr]) -> Adopted {
                     learning: v.learning,
                 }),
                 addresses,
+                neighbours: Vec::new(),
+                fdb: Vec::new(),
             },
         );
     }
@@ -231,6 +239,33 @@ pub fn candidates(plan: &NodePlan, obs: &Observed, addrs: &[Addr]) -> Adopted {
     }
     out.routes = routes;
     out
+}
+
+/// Records each adopted vxlan's permanent neighbours and FDB entries as `obs` (made as if
+/// the links were podnet's, so their tables were dumped) has them.
+pub fn record_tables(adopted: &mut Adopted, obs: &Observed) {
+    for (name, prior) in &mut adopted.links {
+        if prior.vxlan.is_none() {
+            continue;
+        }
+        let Some(index) = obs.links.iter().find(|l| &l.name == name).map(|l| l.index) else {
+            continue;
+        };
+        prior.neighbours = obs
+            .neighs
+            .iter()
+            .filter(|n| n.index == index && n.permanent)
+            .filter_map(|n| n.mac.map(|m| (n.ip, m)))
+            .collect();
+        prior.neighbours.sort();
+        prior.fdb = obs
+            .fdb
+            .iter()
+            .filter(|f| f.index == index && f.permanent)
+            .filter_map(|f| f.dst.map(|d| (f.mac, d)))
+            .collect();
+        prior.fdb.sort();
+    }
 }
 
 /// The route `prior` describes, on the link of index `ifindex`.

@@ -343,6 +343,20 @@ mod tests {
         j.links.insert("cni0".into(), LinkKind::Bridge);
         j.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
         j.save(root).expect("save");
+        // A journal without adoptions does not mention them (older podnets read it).
+        let text = fs::read_to_string(d.path().join("var/lib/podnet/state.json")).expect("read");
+        assert!(!text.contains("adopted"), "{text}");
+        j.adopted.routes.insert(
+            "10.244.2.0/24".parse().expect("net"),
+            crate::adopt::PriorRoute {
+                via: "10.244.2.0".parse().expect("ip"),
+                dev: "flannel.1".into(),
+                onlink: true,
+                protocol: 3,
+            },
+        );
+        j.save(root).expect("save");
+        assert_eq!(Journal::load(root).expect("load"), Some(j.clone()));
         assert!(d.path().join("var/lib/podnet/state.json").exists());
         assert_eq!(Journal::load(root).expect("load"), Some(j));
         let _l = lock(root).expect("lock");

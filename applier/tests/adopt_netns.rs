@@ -114,7 +114,14 @@ fn adopting_a_flannel_node_loses_no_ping_and_teardown_gives_it_back_exactly() {
     let (p2, ip2) = b.pod("fp2");
     assert!(common::cni::ping(&p1, &ip2, 5), "flannel pods talk before");
     let dir = tempfile::tempdir().expect("dir");
+    // A third node flannel does not know yet: podnet adds its neighbour, FDB entry and
+    // route on the adopted flannel.1, and teardown must take them away again.
     let file = cluster_file(dir.path(), &a, &b);
+    let mut text3 = std::fs::read_to_string(&file).expect("read");
+    text3.push_str(
+        "node n3 { address 10.88.0.3/24; subnet 10.244.3.0/24; vtep-mac 0a:f1:00:00:00:03 }\n",
+    );
+    std::fs::write(&file, text3).expect("write");
     let before = a.dumps();
 
     const COUNT: u32 = 200;
@@ -133,6 +140,14 @@ fn adopting_a_flannel_node_loses_no_ping_and_teardown_gives_it_back_exactly() {
     assert!(bridge.contains("alias podnet"), "{bridge}");
     let routes = a.ns.ip(&["route", "show", "10.244.2.0/24"]);
     assert!(routes.contains("proto 77"), "{routes}");
+    let neigh = a.ns.ip(&["neigh", "show", "dev", "flannel.1"]);
+    assert!(
+        neigh.contains("10.244.3.0 lladdr 0a:f1:00:00:00:03"),
+        "{neigh}"
+    );
+    let journal =
+        std::fs::read_to_string(a.root.path().join("var/lib/podnet/state.json")).expect("journal");
+    assert!(journal.contains("\"adopted\""), "{journal}");
     let again = a.ok(&["apply", &file]);
     assert!(
         again.contains("node n1: 0 added, 0 changed, 0 removed;"),
@@ -157,4 +172,41 @@ fn adopting_a_flannel_node_loses_no_ping_and_teardown_gives_it_back_exactly() {
     assert!(!a.root.path().join("var/lib/podnet/state.json").exists());
     assert!(common::cni::ping(&p2, &_ip1, 3), "pods talk after teardown");
     drop((p1, p2));
+}
+
+#[test]
+fn what_matches_nothing_known_stays_a_conflict_under_adopt_and_nothing_changes() {
+    let (a, b) = FlannelNode::pair();
+    let (_p1, _ip1) = a.pod("fp1");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = cluster_file(dir.path(), &a, &b);
+    // A route to node 2's subnet through the underlay instead of flannel.1: not flannel's
+    // shape, so not adopted.
+    a.ns.ip(&[
+        "route",
+        "replace",
+        "10.244.2.0/24",
+        "via",
+        "10.88.0.2",
+        "dev",
+        "eth0",
+        "proto",
+        "boot",
+    ]);
+    let before = a.dumps();
+    let out = a.podnet(&["plan", &file, "--node", "n1", "--live", "--adopt"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("conflict: a route to 10.244.2.0/24 that is not podnet's"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("adopt: link flannel.1"), "{stdout}");
+    assert!(!stdout.contains("adopt: route"), "{stdout}");
+    let out = a.podnet(&["apply", &file, "--adopt"]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("nothing was changed"), "{stderr}");
+    assert_eq!(a.dumps(), before, "nothing changed");
+    assert!(!a.root.path().join("var/lib/podnet/state.json").exists());
 }

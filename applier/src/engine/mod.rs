@@ -379,14 +379,20 @@ pub(crate) fn adoption(
     if found.is_empty() {
         return Ok((found, j, obs));
     }
-    j.adopted.merge(&found);
+    let mut found = found;
+    let mut with = j.clone();
+    with.adopted.merge(&found);
     let mut again = observe::observe(
         sock,
         Some(plan),
-        Scope { journal: Some(&j) },
+        Scope {
+            journal: Some(&with),
+        },
         plan.route_protocol,
     )?;
     again.journaled = obs.journaled;
+    adopt::record_tables(&mut found, &again);
+    j.adopted.merge(&found);
     Ok((found, j, again))
 }
 

@@ -19,6 +19,7 @@ use crate::firewall::{Driver, Exec, Firewall};
 use crate::journal::{self, Journal};
 use crate::kernel::addr::Addr;
 use crate::kernel::link::LinkChange;
+use crate::kernel::neigh::{Fdb, Neigh};
 use crate::kernel::nl::NlSocket;
 use crate::observe::{self, Scope};
 
@@ -221,6 +222,9 @@ fn give_back(d: &mut Diff, adopted: &Adopted, obs: &Observed) {
                     restores.push(Op::AddrDelete(n.clone()));
                 }
             }
+            if prior.vxlan.is_some() {
+                tables(&mut restores, index, prior, obs);
+            }
             restores.push(Op::LinkChange {
                 index,
                 name: name.clone(),
@@ -258,6 +262,57 @@ fn give_back(d: &mut Diff, adopted: &Adopted, obs: &Observed) {
         })
         .unwrap_or(d.ops.len());
     d.ops.splice(at..at, restores);
+}
+
+/// The neighbour and FDB operations that put an adopted vxlan's tables back as they were.
+fn tables(ops: &mut Vec<Op>, index: u32, prior: &adopt::PriorLink, obs: &Observed) {
+    let neighs: Vec<&Neigh> = obs
+        .neighs
+        .iter()
+        .filter(|n| n.index == index && n.permanent)
+        .collect();
+    for &(ip, mac) in &prior.neighbours {
+        if !neighs.iter().any(|n| n.ip == ip && n.mac == Some(mac)) {
+            ops.push(Op::NeighReplace(Neigh {
+                index,
+                ip,
+                mac: Some(mac),
+                permanent: true,
+            }));
+        }
+    }
+    for n in neighs {
+        if !prior.neighbours.iter().any(|&(ip, _)| ip == n.ip) {
+            ops.push(Op::NeighDelete(n.clone()));
+        }
+    }
+    let fdb: Vec<&Fdb> = obs
+        .fdb
+        .iter()
+        .filter(|f| f.index == index && f.dst.is_some())
+        .collect();
+    for &(mac, dst) in &prior.fdb {
+        if !fdb
+            .iter()
+            .any(|f| f.mac == mac && f.dst == Some(dst) && f.permanent)
+        {
+            ops.push(Op::FdbReplace(Fdb {
+                index,
+                mac,
+                dst: Some(dst),
+                permanent: true,
+            }));
+        }
+    }
+    for f in fdb {
+        if !prior
+            .fdb
+            .iter()
+            .any(|&(m, d)| m == f.mac && f.dst == Some(d))
+        {
+            ops.push(Op::FdbDelete(f.clone()));
+        }
+    }
 }
 
 fn failure(op: String, error: String) -> Failure {
