@@ -210,3 +210,32 @@ fn what_matches_nothing_known_stays_a_conflict_under_adopt_and_nothing_changes()
     assert_eq!(a.dumps(), before, "nothing changed");
     assert!(!a.root.path().join("var/lib/podnet/state.json").exists());
 }
+
+#[test]
+fn adopting_one_node_then_the_other_loses_no_ping_in_either_direction() {
+    let (a, b) = FlannelNode::pair();
+    let (p1, ip1) = a.pod("fp1");
+    let (p2, ip2) = b.pod("fp2");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = cluster_file(dir.path(), &a, &b);
+    const COUNT: u32 = 150;
+    for node in [&a, &b] {
+        let there = ping(&p1, &ip2, COUNT);
+        let back = ping(&p2, &ip1, COUNT);
+        std::thread::sleep(Duration::from_millis(300));
+        let out = node.ok(&["apply", &file, "--adopt"]);
+        assert!(out.contains("adopt: link flannel.1"), "{out}");
+        eprintln!("{} there: {}", node.ns.name, no_loss(there, COUNT));
+        eprintln!("{} back: {}", node.ns.name, no_loss(back, COUNT));
+    }
+    for node in [&a, &b] {
+        let status = node.podnet(&["status", "--detailed-exitcode"]);
+        assert_eq!(status.status.code(), Some(0), "{:?}", text(&status));
+    }
+    for node in [&b, &a] {
+        let there = ping(&p1, &ip2, COUNT);
+        std::thread::sleep(Duration::from_millis(300));
+        node.ok(&["teardown"]);
+        no_loss(there, COUNT);
+    }
+}
