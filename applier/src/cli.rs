@@ -165,6 +165,10 @@ pub struct PlanArgs {
     /// errors.
     #[arg(long, requires = "live")]
     pub detailed_exitcode: bool,
+    /// With `--live`: show the foreign objects that match the plan (flannel's device,
+    /// bridge and routes) as taken over in place, as `apply --adopt` would.
+    #[arg(long, requires = "live")]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Args)]
@@ -185,6 +189,12 @@ pub struct ApplyArgs {
     pub verbose: bool,
     #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
     pub diagnostics: DiagFormat,
+    /// Take over, in place, the foreign objects that match the plan (a link of the
+    /// planned name and kind that needs no recreation, a gateway route to a planned
+    /// destination through the planned device) instead of refusing them; their prior
+    /// state goes into the journal first, and `teardown` puts it back.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 #[derive(Debug, Args)]

@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use podnet_compiler::plan::{FirewallDriver, LinkKind, NodePlan, rooted};
 use serde::{Deserialize, Serialize};
 
+use crate::adopt::Adopted;
+
 /// The journal's directory, without a root.
 pub const DIR: &str = "/var/lib/podnet";
 const STATE: &str = "state.json";
@@ -69,6 +71,10 @@ pub struct Journal {
     pub tool_tables: BTreeSet<String>,
     /// Sysctl values before podnet first changed them.
     pub sysctls: BTreeMap<String, String>,
+    /// Foreign objects `apply --adopt` took over in place, with their state before
+    /// (recorded before the first change; teardown puts that state back).
+    #[serde(default, skip_serializing_if = "Adopted::is_empty")]
+    pub adopted: Adopted,
     /// A hash of the last plan applied and verified in full, which is kept beside the
     /// journal in `plan.json` (read by `status`; the journal itself stays small, so the
     /// no-op apply does not parse a 20,000-route plan twice).
@@ -91,6 +97,7 @@ impl Default for Journal {
             firewalls: BTreeSet::new(),
             tool_tables: BTreeSet::new(),
             sysctls: BTreeMap::new(),
+            adopted: Adopted::default(),
             plan_hash: None,
         }
     }
@@ -336,6 +343,20 @@ mod tests {
         j.links.insert("cni0".into(), LinkKind::Bridge);
         j.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
         j.save(root).expect("save");
+        // A journal without adoptions does not mention them (older podnets read it).
+        let text = fs::read_to_string(d.path().join("var/lib/podnet/state.json")).expect("read");
+        assert!(!text.contains("adopted"), "{text}");
+        j.adopted.routes.insert(
+            "10.244.2.0/24".parse().expect("net"),
+            crate::adopt::PriorRoute {
+                via: "10.244.2.0".parse().expect("ip"),
+                dev: "flannel.1".into(),
+                onlink: true,
+                protocol: 3,
+            },
+        );
+        j.save(root).expect("save");
+        assert_eq!(Journal::load(root).expect("load"), Some(j.clone()));
         assert!(d.path().join("var/lib/podnet/state.json").exists());
         assert_eq!(Journal::load(root).expect("load"), Some(j));
         let _l = lock(root).expect("lock");

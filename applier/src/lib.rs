@@ -1,6 +1,7 @@
 //! podnet's applier and command-line front end: kernel state, diff, execute, daemon, and
 //! the `podnet` commands. Only this crate touches the system.
 
+pub mod adopt;
 pub mod cli;
 pub mod commands;
 pub mod diff;

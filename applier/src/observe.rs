@@ -17,7 +17,7 @@ use crate::kernel::link::{KernelLinkKind, Link, RTM_GETLINK};
 use crate::kernel::neigh::{Fdb, Neigh, RTM_GETNEIGH};
 use crate::kernel::nexthop::{Nexthop, RTM_GETNEXTHOP};
 use crate::kernel::nl::NlSocket;
-use crate::kernel::route::{Dumped, RTM_GETROUTE, Route};
+use crate::kernel::route::{Dumped, RTM_GETROUTE, Route, Target};
 
 /// What to look at besides the plan.
 #[derive(Clone, Copy, Debug, Default)]
@@ -75,7 +75,8 @@ pub fn observe_kernel(
                         .get(&l.name)
                         .is_some_and(|k| l.kind == Some(KernelLinkKind::from(*k)))
             });
-            let owned = l.owned() || (unmarked && journaled);
+            let adopted = scope.journal.is_some_and(|j| j.adopted.owns(&l));
+            let owned = l.owned() || (unmarked && journaled) || adopted;
             if owned {
                 obs.owned.insert(l.index);
             }
@@ -98,23 +99,40 @@ pub fn observe_kernel(
         .map(|l| l.index)
         .collect();
     let protocols = obs.protocols.clone();
+    let adopted = scope.journal.map(|j| &j.adopted.routes);
     let (routes, nexthops, tables) = std::thread::scope(|scope| {
-        let routes = scope.spawn(|| -> io::Result<(Vec<Route>, Vec<Ipv4Net>)> {
+        let routes = scope.spawn(|| -> io::Result<RouteDump> {
             // One dump of the whole main table: podnet's routes, and the foreign ones a
-            // planned route would replace (same destination, TOS 0, metric 0).
+            // planned route would replace (same destination, TOS 0, metric 0), the
+            // gateway routes among them kept whole (what `--adopt` may take over).
             let mut sock = NlSocket::new()?;
-            let (mut ours, mut foreign) = (Vec::new(), Vec::new());
+            let mut out = RouteDump::default();
             for m in sock.dump(RTM_GETROUTE, &Route::dump_request(0))? {
                 let Some(r) = Dumped::parse(&m) else { continue };
                 match r.route {
-                    Some(route) if protocols.contains(&r.protocol) => ours.push(route),
-                    _ if r.tos == 0 && r.metric == 0 && !protocols.contains(&r.protocol) => {
-                        foreign.push(r.dst);
+                    Some(route) if protocols.contains(&r.protocol) => out.ours.push(route),
+                    route if r.tos == 0 && r.metric == 0 && !protocols.contains(&r.protocol) => {
+                        match route {
+                            Some(
+                                route @ Route {
+                                    target: Target::Gateway { .. },
+                                    ..
+                                },
+                            ) => {
+                                if adopted.is_some_and(|a| a.contains_key(&route.dst)) {
+                                    out.adopted.push(route);
+                                } else {
+                                    out.foreign.push(r.dst);
+                                    out.gateways.push(route);
+                                }
+                            }
+                            _ => out.foreign.push(r.dst),
+                        }
                     }
                     _ => {}
                 }
             }
-            Ok((ours, foreign))
+            Ok(out)
         });
         let tables = scope.spawn(|| -> io::Result<(Vec<Neigh>, Vec<Fdb>)> {
             let (mut neighs, mut fdb) = (Vec::new(), Vec::new());
@@ -149,9 +167,11 @@ pub fn observe_kernel(
         };
         (joined(routes.join()), nexthops, joined(tables.join()))
     });
-    let (routes, foreign) = routes?;
-    obs.routes = routes;
-    obs.foreign_routes = foreign.into_iter().collect();
+    let routes = routes?;
+    obs.routes = routes.ours;
+    obs.foreign_routes = routes.foreign.into_iter().collect();
+    obs.foreign_gateways = routes.gateways;
+    obs.adopted_routes = routes.adopted;
     match nexthops? {
         Some((ours, others)) => (obs.nexthops, obs.other_nexthop_ids) = (ours, others),
         None => obs.style = RouteStyle::PlainGateways,
@@ -192,6 +212,19 @@ pub fn observe_local(
         }
     }
     Ok(())
+}
+
+/// The main table as one dump splits it.
+#[derive(Default)]
+struct RouteDump {
+    /// Routes of podnet's protocols.
+    ours: Vec<Route>,
+    /// Destinations of foreign routes a planned route would replace.
+    foreign: Vec<Ipv4Net>,
+    /// The foreign gateway routes among those.
+    gateways: Vec<Route>,
+    /// Foreign gateway routes the journal says podnet adopted (not in `foreign`).
+    adopted: Vec<Route>,
 }
 
 /// A scoped thread's result, with a panic turned into an error.

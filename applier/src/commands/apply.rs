@@ -27,7 +27,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     // A FIFO or device would block the read below while holding the applier lock.
     regular_file(&args.target)?;
     let target = target(args.netns.as_deref())?;
-    let mut engine = Engine::open(target.clone(), root, Access::Write)?;
+    let mut engine = Engine::open(target.clone(), root, Access::Write)?.with_adopt(args.adopt);
     // Under the applier lock, the kernel is read on another thread while the plan is
     // compiled (or read from JSON): the two take about as long at 20,000 nodes.
     let (plan, early) = std::thread::scope(|scope| {
@@ -50,6 +50,9 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
         Err(e) => return Err(explain(e, &args.target)),
     };
     let mut out = std::io::stdout().lock();
+    for line in a.adopted.lines() {
+        writeln!(out, "{line}")?;
+    }
     print_changes(&mut out, &a.changes, args.verbose)?;
     if let Some(fw) = &a.firewall {
         for d in &fw.applied.drift {

@@ -132,12 +132,16 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let engine = Engine::open(target.clone(), args.root.as_deref(), Access::Read)?;
+    let engine =
+        Engine::open(target.clone(), args.root.as_deref(), Access::Read)?.with_adopt(args.adopt);
     let drift = engine
         .drift(&plan)
         .map_err(|e| super::apply::explain(e, &args.file))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    for line in drift.adopt.lines() {
+        writeln!(out, "{line}")?;
+    }
     super::status::print_drift(&mut out, &drift, true)?;
     let (a, c, r) = drift.kernel.counts();
     let fw = drift.firewall.as_ref().is_some_and(|f| !f.is_empty());
@@ -145,8 +149,12 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
     if pending {
         writeln!(
             out,
-            "node {}: {a} to add, {c} to change, {r} to remove{}",
+            "node {}: {}{a} to add, {c} to change, {r} to remove{}",
             plan.node,
+            match (drift.adopt.links.len(), drift.adopt.routes.len()) {
+                (0, 0) => String::new(),
+                (l, r) => format!("{l} link(s) and {r} route(s) to adopt, "),
+            },
             if fw { ", firewall to rewrite" } else { "" }
         )?;
     } else {

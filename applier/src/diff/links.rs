@@ -136,7 +136,11 @@ fn underlay(
 }
 
 /// Why an owned link must be deleted and created again, if it must.
-fn recreate_reason(want: &plan::Link, have: &Link, underlay: Option<u32>) -> Option<String> {
+pub(crate) fn recreate_reason(
+    want: &plan::Link,
+    have: &Link,
+    underlay: Option<u32>,
+) -> Option<String> {
     let kind = KernelLinkKind::from(want.kind);
     if have.kind.as_ref() != Some(&kind) {
         return Some(format!(

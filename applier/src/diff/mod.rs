@@ -63,6 +63,11 @@ pub struct Observed {
     /// Destinations of main-table routes that are not podnet's and that a planned route
     /// with the same destination would replace (TOS 0, metric 0).
     pub foreign_routes: HashSet<ipnet::Ipv4Net>,
+    /// The foreign gateway routes among those (what `--adopt` may take over).
+    pub foreign_gateways: Vec<Route>,
+    /// Foreign routes the journal says podnet adopted and has not replaced yet: a planned
+    /// route to their destination replaces them in place.
+    pub adopted_routes: Vec<Route>,
     /// Whether the node has a journal (without one, routes of the plan's protocol are not
     /// known to be podnet's).
     pub journaled: bool,
@@ -92,6 +97,8 @@ impl Default for Observed {
             nexthops: Vec::new(),
             other_nexthop_ids: Vec::new(),
             foreign_routes: HashSet::new(),
+            foreign_gateways: Vec::new(),
+            adopted_routes: Vec::new(),
             journaled: false,
             style: RouteStyle::Nexthops,
             protocols: BTreeSet::new(),

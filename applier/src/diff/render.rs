@@ -72,8 +72,11 @@ impl Diff {
                 if let Some(up) = change.up {
                     parts.push(if up { "up" } else { "down" }.to_string());
                 }
-                if change.alias.is_some() {
-                    parts.push(format!("alias {MARKER}"));
+                match change.alias.as_deref() {
+                    // Given back (teardown after `--adopt`): the marker goes.
+                    Some("") => parts.push(format!("alias `{MARKER}` removed")),
+                    Some(a) => parts.push(format!("alias {a}")),
+                    None => {}
                 }
                 format!("~ link {name} {}", parts.join(" "))
             }

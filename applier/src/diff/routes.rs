@@ -94,6 +94,7 @@ pub fn node(
             .routes
             .iter()
             .filter(|r| r.protocol != p && obs.protocols.contains(&r.protocol))
+            .chain(&obs.adopted_routes)
             .filter(alive)
             .cloned()
             .collect(),

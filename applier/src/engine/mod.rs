@@ -24,9 +24,11 @@ use podnet_compiler::lower::defaults::ROUTE_PROTOCOL;
 use podnet_compiler::plan::{Firewall as PlanFirewall, FirewallDriver, NodePlan, Underlay};
 use podnet_compiler::validate::PlanError;
 
+use crate::adopt::{self, Adopted};
 use crate::diff::{Conflict, Diff, Observed, diff};
 use crate::firewall::{self, Exec, Firewall, FirewallError, FirewallSpec};
 use crate::journal::{self, Journal};
+use crate::kernel::addr::{Addr, RTM_GETADDR};
 use crate::kernel::netns::Target;
 use crate::kernel::nl::NlSocket;
 use crate::observe::{self, Scope};
@@ -166,6 +168,8 @@ impl fmt::Display for WrongNode {
 /// Everything that differs between a plan and the node, in one typed result.
 #[derive(Debug)]
 pub struct Drift {
+    /// With `--adopt`: the foreign objects taken over in place (their state now).
+    pub adopt: Adopted,
     /// Kernel objects, sysctls and files (with the diff's conflicts).
     pub kernel: Diff,
     /// The firewall of the plan's driver (`None` when the engine leaves it alone).
@@ -175,7 +179,8 @@ pub struct Drift {
 impl Drift {
     /// Nothing differs and nothing is in the way.
     pub fn is_empty(&self) -> bool {
-        self.kernel.is_empty()
+        self.adopt.is_empty()
+            && self.kernel.is_empty()
             && self.kernel.conflicts.is_empty()
             && self.firewall.as_ref().is_none_or(Vec::is_empty)
     }
@@ -186,6 +191,7 @@ pub struct Engine {
     target: Target,
     root: Option<PathBuf>,
     firewall: FirewallMode,
+    adopt: bool,
     journal: Option<Journal>,
     _lock: Option<journal::Lock>,
 }
@@ -205,6 +211,7 @@ impl Engine {
             target,
             root: root.map(Path::to_path_buf),
             firewall: FirewallMode::Managed,
+            adopt: false,
             journal: Journal::load(root)?,
             _lock: lock,
         })
@@ -213,6 +220,13 @@ impl Engine {
     /// The same engine with the firewall managed or left alone.
     pub fn with_firewall(mut self, mode: FirewallMode) -> Engine {
         self.firewall = mode;
+        self
+    }
+
+    /// The same engine taking over foreign objects that match the plan (`--adopt`)
+    /// instead of refusing them as conflicts.
+    pub fn with_adopt(mut self, adopt: bool) -> Engine {
+        self.adopt = adopt;
         self
     }
 
@@ -281,8 +295,15 @@ impl Engine {
             let mut sock = NlSocket::new()?;
             preflight::identity(&mut sock, plan)?;
             let obs = observe::observe(&mut sock, Some(&rooted), Scope { journal }, 0)?;
+            let (adopt, obs) = if self.adopt {
+                let (adopt, _, obs) = adoption(&mut sock, &rooted, journal, obs)?;
+                (adopt, obs)
+            } else {
+                (Adopted::default(), obs)
+            };
             let firewall = self.firewall_drift(&plan.firewall)?;
             Ok(Drift {
+                adopt,
                 kernel: diff(&rooted, &obs),
                 firewall,
             })
@@ -301,6 +322,7 @@ impl Engine {
             let obs = observe::observe(&mut sock, Some(&plan), Scope { journal }, 0)?;
             let firewall = self.firewall_drift(&plan.firewall)?;
             Ok(Some(Drift {
+                adopt: Adopted::default(),
                 kernel: diff(&plan, &obs),
                 firewall,
             }))
@@ -336,6 +358,42 @@ impl Engine {
             observe::observe(&mut sock, None, Scope { journal }, protocol)
         })??)
     }
+}
+
+/// `--adopt`: what of the foreign objects in `obs` can be taken over for `plan` (only what
+/// the journal does not hold yet), the journal that records it, and the observation made
+/// as if it were podnet's. Reads only.
+pub(crate) fn adoption(
+    sock: &mut NlSocket,
+    plan: &NodePlan,
+    journal: Option<&Journal>,
+    obs: Observed,
+) -> Result<(Adopted, Journal, Observed), EngineError> {
+    let mut j = journal.cloned().unwrap_or_default();
+    let addrs: Vec<Addr> = sock
+        .dump(RTM_GETADDR, &Addr::dump_request())?
+        .iter()
+        .filter_map(|m| Addr::parse(m))
+        .collect();
+    let found = adopt::candidates(plan, &obs, &addrs);
+    if found.is_empty() {
+        return Ok((found, j, obs));
+    }
+    let mut found = found;
+    let mut with = j.clone();
+    with.adopted.merge(&found);
+    let mut again = observe::observe(
+        sock,
+        Some(plan),
+        Scope {
+            journal: Some(&with),
+        },
+        plan.route_protocol,
+    )?;
+    again.journaled = obs.journaled;
+    adopt::record_tables(&mut found, &again);
+    j.adopted.merge(&found);
+    Ok((found, j, again))
 }
 
 /// A plan that wants nothing: the diff against it removes everything podnet owns.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use podnet_compiler::plan::{FirewallDriver, NodePlan};
 
 use super::{Engine, EngineError, FirewallMode, preflight};
+use crate::adopt::Adopted;
 use crate::diff::{Diff, Observed, Op, diff};
 use crate::execute::{self, Failure};
 use crate::firewall::{Exec, FirewallReport, FirewallSpec, IptablesMode};
@@ -23,6 +24,8 @@ const ROUNDS: usize = 3;
 /// What a reconcile did.
 #[derive(Debug)]
 pub struct Reconciled {
+    /// With `--adopt`: the foreign objects taken over in place by this call.
+    pub adopted: Adopted,
     /// The first diff: what was out of date (rendered with the names known then).
     pub changes: Diff,
     /// Operations performed (or found already done).
@@ -56,6 +59,7 @@ impl Engine {
         let rooted = self.rooted(plan);
         preflight::confined(&rooted, self.root())?;
         let firewall = self.firewall;
+        let adopt = self.adopt;
         if firewall == FirewallMode::Managed
             && let Some(t) = preflight::missing_tool(plan.firewall.driver)
         {
@@ -64,8 +68,16 @@ impl Engine {
         let root = self.root.clone();
         let loaded = self.journal.clone();
         let target = self.target.clone();
-        let result =
-            target.run(|| run(&rooted, root.as_deref(), loaded.as_ref(), firewall, early))?;
+        let result = target.run(|| {
+            run(
+                &rooted,
+                root.as_deref(),
+                loaded.as_ref(),
+                firewall,
+                adopt,
+                early,
+            )
+        })?;
         let (reconciled, journal) = result?;
         self.journal = journal;
         Ok(reconciled)
@@ -78,6 +90,7 @@ fn run(
     root: Option<&Path>,
     loaded: Option<&Journal>,
     firewall: FirewallMode,
+    adopt: bool,
     early: Option<Observed>,
 ) -> Result<(Reconciled, Option<Journal>), EngineError> {
     let start = Instant::now();
@@ -101,6 +114,14 @@ fn run(
     };
     // Without a journal, routes of the plan's protocol are not known to be podnet's.
     obs.journaled = loaded.is_some();
+    // `--adopt`: what matches the plan is podnet's from here on. Its prior state enters
+    // the journal with the write-ahead save below, after every check and before any write.
+    let mut adopted = Adopted::default();
+    if adopt {
+        let (found, with, again) = super::adoption(&mut sock, plan, Some(&j), obs)?;
+        (adopted, obs) = (found, again);
+        j.adopted = with.adopted;
+    }
     let d = diff(plan, &obs);
     if !d.conflicts.is_empty() {
         return Err(EngineError::Conflicts(d.conflicts.clone()));
@@ -161,6 +182,7 @@ fn run(
         }
         Ok((
             Reconciled {
+                adopted,
                 changes,
                 done,
                 failures,

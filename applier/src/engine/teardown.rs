@@ -11,10 +11,15 @@ use podnet_compiler::plan::{FirewallDriver, rooted};
 
 use super::reconcile::nft_table_exists;
 use super::{Engine, EngineError, FirewallMode, empty_plan, preflight};
-use crate::diff::{Diff, Op, diff};
+use crate::adopt::{self, Adopted};
+use crate::diff::routes::RouteOp;
+use crate::diff::{Diff, Observed, Op, diff};
 use crate::execute::{self, Failure};
 use crate::firewall::{Driver, Exec, Firewall};
 use crate::journal::{self, Journal};
+use crate::kernel::addr::Addr;
+use crate::kernel::link::LinkChange;
+use crate::kernel::neigh::{Fdb, Neigh};
 use crate::kernel::nl::NlSocket;
 use crate::observe::{self, Scope};
 
@@ -73,6 +78,7 @@ fn run(
     let scope = Scope { journal: Some(&j) };
     let obs = observe::observe(&mut sock, None, scope, protocol)?;
     let mut d = diff(&nothing, &obs);
+    give_back(&mut d, &j.adopted, &obs);
     for (key, value) in &j.sysctls {
         d.ops.push(Op::Sysctl {
             key: key.clone(),
@@ -153,9 +159,18 @@ fn run(
     if loaded.is_none() {
         unrestored.extend(unknown_priors(root)?);
     }
+    // What was given back is no longer podnet's (it has no marker, and its routes have
+    // their prior protocol again).
+    let given_back = Journal {
+        adopted: Adopted::default(),
+        ..j.clone()
+    };
+    let after = Scope {
+        journal: Some(&given_back),
+    };
     let remaining = diff(
         &nothing,
-        &observe::observe(&mut sock, None, scope, protocol)?,
+        &observe::observe(&mut sock, None, after, protocol)?,
     );
     if failures.is_empty() && remaining.is_empty() {
         Journal::remove(root)?;
@@ -170,6 +185,134 @@ fn run(
         unrestored,
         unchecked,
     })
+}
+
+/// Adopted objects are given back instead of deleted: each adopted link gets its prior
+/// attributes and addresses back (without podnet's marker), each adopted route is replaced
+/// in place by the route it was (its gateway, device, onlink flag and protocol).
+fn give_back(d: &mut Diff, adopted: &Adopted, obs: &Observed) {
+    if adopted.is_empty() {
+        return;
+    }
+    let index_of = |name: &str| obs.links.iter().find(|l| l.name == name).map(|l| l.index);
+    let mut restores = Vec::new();
+    d.ops.retain_mut(|op| match op {
+        Op::LinkDelete { index, name, .. } => {
+            let Some(prior) = adopted.links.get(name.as_str()) else {
+                return true;
+            };
+            let index = *index;
+            let Some(have) = obs.links.iter().find(|l| l.index == index) else {
+                return true;
+            };
+            let change = LinkChange {
+                alias: Some(prior.alias.clone().unwrap_or_default()),
+                mtu: (have.mtu != prior.mtu).then_some(prior.mtu),
+                mac: prior.mac.filter(|m| have.mac != Some(*m)),
+                up: (have.up != prior.up).then_some(prior.up),
+            };
+            let now: Vec<&Addr> = obs.addrs.iter().filter(|a| a.index == index).collect();
+            for a in &prior.addresses {
+                if !now.iter().any(|n| n.address == *a) {
+                    restores.push(Op::AddrReplace(Addr { index, address: *a }));
+                }
+            }
+            for n in now {
+                if !prior.addresses.contains(&n.address) {
+                    restores.push(Op::AddrDelete(n.clone()));
+                }
+            }
+            if prior.vxlan.is_some() {
+                tables(&mut restores, index, prior, obs);
+            }
+            restores.push(Op::LinkChange {
+                index,
+                name: name.clone(),
+                change,
+            });
+            false
+        }
+        Op::Route(RouteOp::RouteDelete(r)) => {
+            let Some(prior) = adopted.routes.get(&r.dst) else {
+                return true;
+            };
+            let Some(ifindex) = index_of(&prior.dev) else {
+                return true;
+            };
+            *op = Op::Route(RouteOp::RouteReplace {
+                route: adopt::prior_route(r.dst, prior, ifindex),
+                was: r.target.clone(),
+            });
+            true
+        }
+        _ => true,
+    });
+    // After the route restores (and the nexthop deletes), before the other link deletes.
+    let at = d
+        .ops
+        .iter()
+        .position(|o| {
+            matches!(
+                o,
+                Op::LinkDelete { .. }
+                    | Op::FileWrite(_)
+                    | Op::FileRestore { .. }
+                    | Op::FileRemove(_)
+            )
+        })
+        .unwrap_or(d.ops.len());
+    d.ops.splice(at..at, restores);
+}
+
+/// The neighbour and FDB operations that put an adopted vxlan's tables back as they were.
+fn tables(ops: &mut Vec<Op>, index: u32, prior: &adopt::PriorLink, obs: &Observed) {
+    let neighs: Vec<&Neigh> = obs
+        .neighs
+        .iter()
+        .filter(|n| n.index == index && n.permanent)
+        .collect();
+    for &(ip, mac) in &prior.neighbours {
+        if !neighs.iter().any(|n| n.ip == ip && n.mac == Some(mac)) {
+            ops.push(Op::NeighReplace(Neigh {
+                index,
+                ip,
+                mac: Some(mac),
+                permanent: true,
+            }));
+        }
+    }
+    for n in neighs {
+        if !prior.neighbours.iter().any(|&(ip, _)| ip == n.ip) {
+            ops.push(Op::NeighDelete(n.clone()));
+        }
+    }
+    let fdb: Vec<&Fdb> = obs
+        .fdb
+        .iter()
+        .filter(|f| f.index == index && f.dst.is_some())
+        .collect();
+    for &(mac, dst) in &prior.fdb {
+        if !fdb
+            .iter()
+            .any(|f| f.mac == mac && f.dst == Some(dst) && f.permanent)
+        {
+            ops.push(Op::FdbReplace(Fdb {
+                index,
+                mac,
+                dst: Some(dst),
+                permanent: true,
+            }));
+        }
+    }
+    for f in fdb {
+        if !prior
+            .fdb
+            .iter()
+            .any(|&(m, d)| m == f.mac && f.dst == Some(d))
+        {
+            ops.push(Op::FdbDelete(f.clone()));
+        }
+    }
 }
 
 fn failure(op: String, error: String) -> Failure {

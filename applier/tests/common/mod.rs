@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cni;
+pub mod flannel;
 pub mod node;
 
 use std::fs::File;
