@@ -34,7 +34,6 @@ const RTM_NEWNEXTHOP: u16 = 104;
 const RTM_DELNEXTHOP: u16 = 105;
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFT_MSG_NEWGEN: u16 = 15;
-const HDR: usize = 16;
 
 /// One change the kernel announced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -229,21 +228,9 @@ fn table_of(payload: &[u8]) -> Option<TableEvent> {
     })
 }
 
-/// Splits a receive buffer into `(type, payload)`; stops at a malformed header.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
-    std::iter::from_fn(move || {
-        if buf.len() < HDR {
-            return None;
-        }
-        let len = u32::from_ne_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        if len < HDR || len > buf.len() {
-            return None;
-        }
-        let kind = u16::from_ne_bytes([buf[4], buf[5]]);
-        let payload = &buf[HDR..len];
-        buf = &buf[((len + 3) & !3).min(buf.len())..];
-        Some((kind, payload))
-    })
+/// `(type, payload)` of every message in a receive buffer.
+fn messages(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    super::nl::messages(buf).map(|(kind, _, _, payload)| (kind, payload))
 }
 
 #[cfg(test)]

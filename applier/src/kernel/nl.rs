@@ -178,8 +178,9 @@ fn push_header(wire: &mut Vec<u8>, kind: u16, flags: u16, seq: u32, payload: &[u
     }
 }
 
-/// Splits a receive buffer into `(type, flags, seq, payload)`; stops at a malformed header.
-fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
+/// Splits a receive buffer into `(type, flags, seq, payload)`; stops at a malformed header
+/// (a last message without its padding ends the iteration too).
+pub(crate) fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
     std::iter::from_fn(move || {
         if buf.len() < HDR {
             return None;
@@ -192,7 +193,7 @@ fn messages(mut buf: &[u8]) -> impl Iterator<Item = (u16, u16, u32, &[u8])> {
         let flags = u16::from_ne_bytes([buf[6], buf[7]]);
         let seq = u32::from_ne_bytes([buf[8], buf[9], buf[10], buf[11]]);
         let payload = &buf[HDR..len];
-        buf = &buf[(len + 3) & !3..];
+        buf = &buf[((len + 3) & !3).min(buf.len())..];
         Some((kind, flags, seq, payload))
     })
 }
@@ -247,5 +248,15 @@ mod tests {
         // Truncated input ends the iteration instead of panicking.
         assert_eq!(messages(&w[..20]).count(), 0);
         assert_eq!(attrs(&a[..10]).count(), 1);
+        // A last message whose padding is missing ends the iteration, no panic.
+        let mut odd = Vec::new();
+        odd.extend_from_slice(&17u32.to_ne_bytes());
+        odd.extend_from_slice(&[24, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 7]);
+        assert_eq!(
+            messages(&odd)
+                .map(|(_, _, _, p)| p.len())
+                .collect::<Vec<_>>(),
+            vec![1]
+        );
     }
 }
