@@ -5,7 +5,7 @@ use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::NetNs;
 
@@ -77,22 +77,11 @@ pub fn invoke(
 }
 
 /// The conflist's plugin entries as full network configurations for one invocation;
-/// host-local keeps its leases in `data_dir`, not in the host's /var/lib/cni.
+/// host-local keeps its leases in `data_dir`, not in the host's /var/lib/cni (the lab's
+/// own function; a conflist without plugins is a test failure here).
 pub fn plugin_confs(conflist: &Value, data_dir: &Path) -> Vec<Value> {
-    conflist["plugins"]
-        .as_array()
-        .expect("plugins")
-        .iter()
-        .map(|p| {
-            let mut c = p.clone();
-            c["name"] = conflist["name"].clone();
-            c["cniVersion"] = conflist["cniVersion"].clone();
-            if c.get("ipam").is_some() {
-                c["ipam"]["dataDir"] = json!(data_dir);
-            }
-            c
-        })
-        .collect()
+    assert!(conflist["plugins"].is_array(), "plugins: {conflist}");
+    podnet::lab::cni::plugin_confs(conflist, data_dir)
 }
 
 /// Runs ADD through every plugin of `confs` in order; returns the final result.
