@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::Observed;
 use crate::diff::links::recreate_reason;
+use crate::firewall::flannel::PriorFirewall;
+use crate::journal::PriorFile;
 use crate::kernel::addr::Addr;
 use crate::kernel::link::{KernelLinkKind, Link};
 use crate::kernel::route::{Route, Target};
@@ -68,11 +70,21 @@ pub struct Adopted {
     pub links: BTreeMap<String, PriorLink>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routes: BTreeMap<Ipv4Net, PriorRoute>,
+    /// flannel's iptables chains and nft tables, removed once podnet's firewall is in place.
+    #[serde(default, skip_serializing_if = "PriorFirewall::is_empty")]
+    pub firewall: PriorFirewall,
+    /// flannel's files (its conflist that shadows podnet's, `subnet.env` when the plan does
+    /// not write it), by rooted path: removed once podnet's files are written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, PriorFile>,
 }
 
 impl Adopted {
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.routes.is_empty()
+        self.links.is_empty()
+            && self.routes.is_empty()
+            && self.firewall.is_empty()
+            && self.files.is_empty()
     }
 
     /// Whether `l` is a link podnet adopted (same name and kind as recorded).
@@ -90,6 +102,29 @@ impl Adopted {
         }
         for (k, v) in &other.routes {
             self.routes.entry(*k).or_insert_with(|| v.clone());
+        }
+        for c in &other.firewall.chains {
+            let known = self
+                .firewall
+                .chains
+                .iter()
+                .any(|p| p.backend == c.backend && p.table == c.table && p.chain == c.chain);
+            if !known {
+                self.firewall.chains.push(c.clone());
+            }
+        }
+        for t in &other.firewall.tables {
+            let known = self
+                .firewall
+                .tables
+                .iter()
+                .any(|p| p.family == t.family && p.name == t.name);
+            if !known {
+                self.firewall.tables.push(t.clone());
+            }
+        }
+        for (k, v) in &other.files {
+            self.files.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
 
@@ -128,6 +163,18 @@ impl Adopted {
                 r.dev,
                 if r.onlink { " onlink" } else { "" },
                 r.protocol
+            )
+        }));
+        out.extend(
+            self.firewall
+                .lines()
+                .into_iter()
+                .map(|l| format!("adopt: firewall {l}, removed once podnet's rules are in place")),
+        );
+        out.extend(self.files.iter().map(|(path, f)| {
+            format!(
+                "adopt: file {path} ({} bytes), moved away once podnet's files are written",
+                f.content.as_ref().map_or(0, Vec::len)
             )
         }));
         out

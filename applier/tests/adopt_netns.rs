@@ -239,3 +239,278 @@ fn adopting_one_node_then_the_other_loses_no_ping_in_either_direction() {
         no_loss(there, COUNT);
     }
 }
+
+/// The source address a UDP server in `server_ns` sees for a datagram sent from `from_ns`
+/// to `to_ip` (`None`: nothing arrived within 2 s). A fresh client port each time, so each
+/// call is a new conntrack flow that the nat hooks see.
+fn source_seen(
+    from_ns: &common::NetNs,
+    server_ns: &common::NetNs,
+    to_ip: &str,
+) -> Option<std::net::IpAddr> {
+    let server = common::in_ns(server_ns, || {
+        std::net::UdpSocket::bind("0.0.0.0:0").expect("bind server")
+    });
+    let port = server.local_addr().expect("addr").port();
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let client = common::in_ns(from_ns, || {
+        std::net::UdpSocket::bind("0.0.0.0:0").expect("bind client")
+    });
+    client
+        .send_to(b"probe", format!("{to_ip}:{port}"))
+        .expect("send");
+    let mut buf = [0u8; 16];
+    server.recv_from(&mut buf).ok().map(|(_, a)| a.ip())
+}
+
+/// The packet counter of the first `iptables-save -c -t nat` rule containing all `words`.
+fn nat_counter(node: &FlannelNode, words: &[&str]) -> Option<u64> {
+    let save = node.ns.sh("iptables-save", &["-c", "-t", "nat"]);
+    save.lines()
+        .find(|l| words.iter().all(|w| l.contains(w)))
+        .and_then(|l| l.strip_prefix('['))
+        .and_then(|l| l.split(':').next())
+        .and_then(|n| n.parse().ok())
+}
+
+fn with_firewall(file: &str, driver: &str) {
+    let text = std::fs::read_to_string(file).expect("read");
+    let text = text.replacen(
+        "flannel-compat on\n",
+        &format!("flannel-compat on\n    firewall {driver}\n"),
+        1,
+    );
+    std::fs::write(file, text).expect("write");
+}
+
+#[test]
+fn flannels_iptables_chains_and_conflist_are_adopted_masquerade_is_podnets_once_and_teardown_puts_them_back()
+ {
+    let (a, b) = FlannelNode::pair();
+    a.iptables();
+    b.iptables();
+    let (p1, ip1) = a.pod("fp1");
+    let (p2, ip2) = b.pod("fp2");
+    let out = a.outside();
+    let node_ip: std::net::IpAddr = "10.99.0.1".parse().expect("ip");
+    // The fixture works: flannel masquerades the pod's outbound traffic.
+    let flannel_masq = ["-A FLANNEL-POSTRTG -s 10.244.0.0/16 ! -d 224.0.0.0/4"];
+    let before_count = nat_counter(&a, &flannel_masq).expect("flannel's rule");
+    assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
+    assert_eq!(nat_counter(&a, &flannel_masq), Some(before_count + 1));
+    let dir = tempfile::tempdir().expect("dir");
+    let file = cluster_file(dir.path(), &a, &b);
+    with_firewall(&file, "iptables");
+    let before = a.dumps();
+
+    // Without --adopt flannel's conflist is a conflict.
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("10-flannel.conflist is not podnet's and sorts before 10-podnet.conflist"),
+        "{stdout}"
+    );
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live", "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "adopt: firewall iptables nat chain FLANNEL-POSTRTG (6 rule(s), jump from \
+             POSTROUTING), removed once podnet's rules are in place"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "adopt: firewall iptables filter chain FLANNEL-FWD (2 rule(s), jump from FORWARD)"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("adopt: file "), "{stdout}");
+    assert!(stdout.contains("10-flannel.conflist ("), "{stdout}");
+    assert_eq!(a.dumps(), before, "the dry run changed nothing");
+
+    const COUNT: u32 = 200;
+    let pinger = ping(&p1, &ip2, COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    a.ok(&["apply", &file, "--adopt"]);
+    eprintln!("iptables, during adoption: {}", no_loss(pinger, COUNT));
+
+    // Nothing of flannel's acts: no FLANNEL chain or jump, no flannel conflist.
+    let save = a.iptables_save();
+    assert!(!save.contains("FLANNEL"), "{save}");
+    let cni = a.root.path().join("etc/cni/net.d");
+    assert!(!cni.join("10-flannel.conflist").exists());
+    assert!(cni.join("10-podnet.conflist").exists());
+    let again = a.ok(&["apply", &file]);
+    assert!(
+        again.contains("node n1: 0 added, 0 changed, 0 removed;"),
+        "{again}"
+    );
+    let status = a.podnet(&["status", "--detailed-exitcode"]);
+    assert_eq!(status.status.code(), Some(0), "{:?}", text(&status));
+    // Outbound: masqueraded exactly once, by podnet's rule.
+    let podnet_masq = ["-A PODNET-POSTRTG -s 10.244.1.0/24", "-j MASQUERADE"];
+    let n = nat_counter(&a, &podnet_masq).expect("podnet's rule");
+    assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
+    assert_eq!(nat_counter(&a, &podnet_masq), Some(n + 1), "{save}");
+    // Pod to pod across a podnet node and a flannel node, both ways, unmasqueraded.
+    assert_eq!(
+        source_seen(&p1, &p2, &ip2),
+        Some(ip1.parse().expect("ip")),
+        "podnet → flannel"
+    );
+    assert_eq!(
+        source_seen(&p2, &p1, &ip1),
+        Some(ip2.parse().expect("ip")),
+        "flannel → podnet"
+    );
+
+    let pinger = ping(&p1, &ip2, COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    let down = a.ok(&["teardown"]);
+    eprintln!("iptables, during teardown: {}", no_loss(pinger, COUNT));
+    assert!(down.contains("FLANNEL-POSTRTG (flannel's)"), "{down}");
+    assert_eq!(
+        serde_json::to_string_pretty(&a.dumps()).expect("json"),
+        serde_json::to_string_pretty(&before).expect("json"),
+        "teardown restores flannel's chains, jumps and files exactly"
+    );
+    let n = nat_counter(&a, &flannel_masq).expect("flannel's rule is back");
+    assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
+    assert_eq!(nat_counter(&a, &flannel_masq), Some(n + 1));
+}
+
+#[test]
+fn flannels_nft_tables_are_adopted_and_teardown_puts_them_back() {
+    let (a, b) = FlannelNode::pair();
+    a.nftables();
+    b.nftables();
+    let (p1, _ip1) = a.pod("fp1");
+    let (_p2, ip2) = b.pod("fp2");
+    let out = a.outside();
+    let node_ip: std::net::IpAddr = "10.99.0.1".parse().expect("ip");
+    assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
+    let dir = tempfile::tempdir().expect("dir");
+    let file = cluster_file(dir.path(), &a, &b);
+    let before = a.dumps();
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live", "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    for t in ["ip flannel-ipv4", "ip6 flannel-ipv6"] {
+        assert!(
+            stdout.contains(&format!("adopt: firewall nftables table {t}, removed")),
+            "{stdout}"
+        );
+    }
+    const COUNT: u32 = 200;
+    let pinger = ping(&p1, &ip2, COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    a.ok(&["apply", &file, "--adopt"]);
+    eprintln!("nftables, during adoption: {}", no_loss(pinger, COUNT));
+    let tables = a.ns.sh("nft", &["list", "tables"]);
+    assert!(!tables.contains("flannel"), "{tables}");
+    assert!(tables.contains("inet podnet"), "{tables}");
+    assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
+    let status = a.podnet(&["status", "--detailed-exitcode"]);
+    assert_eq!(status.status.code(), Some(0), "{:?}", text(&status));
+    let pinger = ping(&p1, &ip2, COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    a.ok(&["teardown"]);
+    eprintln!("nftables, during teardown: {}", no_loss(pinger, COUNT));
+    assert_eq!(
+        serde_json::to_string_pretty(&a.dumps()).expect("json"),
+        serde_json::to_string_pretty(&before).expect("json"),
+        "teardown restores flannel's nft tables exactly"
+    );
+}
+
+/// A process named `flanneld` (a copy of `sleep`) in a namespace, killed on drop.
+struct FakeFlanneld {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl FakeFlanneld {
+    fn start(ns: &common::NetNs) -> FakeFlanneld {
+        let dir = tempfile::tempdir().expect("dir");
+        let bin = dir.path().join("flanneld");
+        std::fs::copy("/bin/sleep", &bin).expect("copy sleep");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(&bin)
+            .arg("120")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn flanneld");
+        let comm = format!("/proc/{}/comm", child.id());
+        let started = (0..100).any(|_| {
+            std::thread::sleep(Duration::from_millis(20));
+            std::fs::read_to_string(&comm).is_ok_and(|c| c.trim() == "flanneld")
+        });
+        let f = FakeFlanneld { child, _dir: dir };
+        assert!(started, "the fake flanneld runs");
+        f
+    }
+}
+
+impl Drop for FakeFlanneld {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_running_flanneld_is_reported_and_status_exits_1_on_a_conflict() {
+    let (a, b) = FlannelNode::pair();
+    let (_p1, _ip1) = a.pod("fp1");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = cluster_file(dir.path(), &a, &b);
+    let flanneld = FakeFlanneld::start(&a.ns);
+    let warning = format!(
+        "warning: flanneld is running here (pid {}",
+        flanneld.child.id()
+    );
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live", "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&warning), "{stderr}");
+    assert!(stderr.contains("stop it"), "{stderr}");
+    // Only a flanneld in the node's own namespace counts.
+    let o = b.podnet(&["plan", &file, "--node", "n2", "--live", "--adopt"]);
+    let (_, stderr) = text(&o);
+    assert!(!stderr.contains("flanneld is running"), "{stderr}");
+    let o = a.podnet(&["apply", &file, "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&warning), "{stderr}");
+    let o = a.podnet(&["status"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains(&warning), "{stderr}");
+    drop(flanneld);
+    let o = a.podnet(&["status", "--detailed-exitcode"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("flanneld"), "{stderr}");
+    // flannel's install-cni puts its conflist back: a conflict, and status exits 1 (not 2,
+    // which means drift), with or without --detailed-exitcode.
+    let conflist = a.root.path().join("etc/cni/net.d/10-flannel.conflist");
+    std::fs::write(&conflist, common::flannel::CONFLIST).expect("write");
+    for args in [&["status"][..], &["status", "--detailed-exitcode"][..]] {
+        let o = a.podnet(args);
+        let (stdout, stderr) = text(&o);
+        assert_eq!(o.status.code(), Some(1), "{args:?}\n{stdout}\n{stderr}");
+        assert!(
+            stdout.contains("conflict: file ") && stdout.contains("10-flannel.conflist"),
+            "{stdout}"
+        );
+    }
+    std::fs::remove_file(&conflist).expect("remove");
+    a.ok(&["teardown"]);
+}

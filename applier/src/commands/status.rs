@@ -54,6 +54,9 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     writeln!(out, "fdb:        {}", obs.fdb.len())?;
     let files = obs.files.values().filter(|f| f.is_some()).count();
     writeln!(out, "files:      {files}")?;
+    for w in engine.warnings() {
+        eprintln!("warning: {w}");
+    }
     let Some(drift) = drift else {
         writeln!(out, "drift:      unknown (no plan was applied in full)")?;
         return Ok(0);
