@@ -1,8 +1,9 @@
 //! Adoption (`apply --adopt`, `plan --live --adopt`): the foreign objects that match the
 //! plan and can be taken over in place — a link of a planned name and kind whose
 //! attributes need no recreation (for a vxlan the same VNI, port, local address, underlay
-//! and learning flag), and a foreign gateway route to a planned destination through the
-//! planned device. Each one's prior state is what the journal keeps (written before the
+//! and learning flag), a foreign gateway route to a planned destination through the
+//! planned device when that device is adopted or podnet's, or the very route the plan has
+//! through the underlay (host-gw). Each one's prior state is what the journal keeps (written before the
 //! first change), so `teardown` can put it back. Pure: no IO here.
 
 use std::collections::BTreeMap;
@@ -271,7 +272,10 @@ pub fn candidates(plan: &NodePlan, obs: &Observed, addrs: &[Addr]) -> Adopted {
         let Some(dev) = name_of.get(&ifindex) else {
             continue;
         };
-        if *dev != want.dev || !adoptable_dev(dev) {
+        // On an adopted or owned link any gateway is replaced in place; on the underlay
+        // (host-gw: `PEER_SUBNET via PEER_IP dev IFACE`) only the very route the plan has.
+        let on_underlay = *dev == plan.underlay.interface && via == want.via && !onlink;
+        if *dev != want.dev || !(adoptable_dev(dev) || on_underlay) {
             continue;
         }
         routes.insert(

@@ -514,3 +514,65 @@ fn a_running_flanneld_is_reported_and_status_exits_1_on_a_conflict() {
     std::fs::remove_file(&conflist).expect("remove");
     a.ok(&["teardown"]);
 }
+
+#[test]
+fn adopting_a_host_gw_flannel_node_loses_no_ping_and_teardown_gives_it_back_exactly() {
+    let (a, b) = FlannelNode::pair_host_gw();
+    a.iptables();
+    b.iptables();
+    let (p1, ip1) = a.pod("gp1");
+    let (p2, ip2) = b.pod("gp2");
+    assert!(
+        common::cni::ping(&p1, &ip2, 5),
+        "flannel host-gw pods talk before"
+    );
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cluster.podnet");
+    std::fs::write(&file, common::flannel::cluster_host_gw(&[&a, &b])).expect("write");
+    let file = file.to_str().expect("utf-8").to_string();
+    let before = a.dumps();
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live"]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live", "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains(
+            "adopt: route 10.244.2.0/24 via 10.88.0.2 dev eth0 (protocol 3), replaced in place"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("adopt: link cni0 (bridge"), "{stdout}");
+    assert_eq!(a.dumps(), before, "the dry run changed nothing");
+
+    const COUNT: u32 = 200;
+    let there = ping(&p1, &ip2, COUNT);
+    let back = ping(&p2, &ip1, COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    a.ok(&["apply", &file, "--adopt"]);
+    eprintln!("host-gw, during adoption, there: {}", no_loss(there, COUNT));
+    eprintln!("host-gw, during adoption, back: {}", no_loss(back, COUNT));
+    let routes = a.ns.ip(&["route", "show", "10.244.2.0/24"]);
+    assert!(routes.contains("proto 77"), "{routes}");
+    assert!(!a.iptables_save().contains("FLANNEL"));
+    let again = a.ok(&["apply", &file]);
+    assert!(
+        again.contains("node n1: 0 added, 0 changed, 0 removed;"),
+        "{again}"
+    );
+    let status = a.podnet(&["status", "--detailed-exitcode"]);
+    assert_eq!(status.status.code(), Some(0), "{:?}", text(&status));
+    // The podnet node and the flannel node, both ways, pod addresses kept.
+    assert_eq!(source_seen(&p1, &p2, &ip2), Some(ip1.parse().expect("ip")));
+    assert_eq!(source_seen(&p2, &p1, &ip1), Some(ip2.parse().expect("ip")));
+
+    let there = ping(&p1, &ip2, COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    a.ok(&["teardown"]);
+    eprintln!("host-gw, during teardown: {}", no_loss(there, COUNT));
+    assert_eq!(
+        serde_json::to_string_pretty(&a.dumps()).expect("json"),
+        serde_json::to_string_pretty(&before).expect("json"),
+        "teardown restores the host-gw flannel node exactly"
+    );
+}

@@ -45,6 +45,20 @@ pub fn cluster(nodes: &[&FlannelNode]) -> String {
     s
 }
 
+/// The cluster file for host-gw nodes (the same subnets and addresses).
+pub fn cluster_host_gw(nodes: &[&FlannelNode]) -> String {
+    cluster(nodes)
+        .replace("backend vxlan\n", "backend host-gw\n")
+        .lines()
+        .map(|l| match l.find("; vtep-mac") {
+            Some(i) => format!("{} }}", &l[..i]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// The subnet.env flanneld writes for a node.
 pub fn subnet_env(n: u8) -> String {
     format!(
@@ -77,6 +91,31 @@ impl FlannelNode {
         }
         a.peer(&b);
         b.peer(&a);
+        (a, b)
+    }
+
+    /// Two nodes as flannel's host-gw backend leaves them: no vxlan, per peer the route
+    /// `PEER_SUBNET via PEER_IP dev eth0` (protocol boot, like flannel's netlink library).
+    pub fn pair_host_gw() -> (FlannelNode, FlannelNode) {
+        let a = FlannelNode::bare("g1", 1);
+        let b = FlannelNode::bare("g2", 2);
+        super::veth(&a.ns, "eth0", &b.ns, "eth0");
+        for n in [&a, &b] {
+            n.ns.ip(&["addr", "add", &format!("{}/24", n.address), "dev", "eth0"]);
+        }
+        for (n, peer) in [(&a, &b), (&b, &a)] {
+            n.ns.ip(&[
+                "route",
+                "replace",
+                &format!("10.244.{}.0/24", peer.n),
+                "via",
+                &peer.address.to_string(),
+                "dev",
+                "eth0",
+                "proto",
+                "boot",
+            ]);
+        }
         (a, b)
     }
 
@@ -377,7 +416,9 @@ impl FlannelNode {
         let bridge = |args: &[&str]| -> Value {
             let mut a = vec!["-j"];
             a.extend_from_slice(args);
-            let out = self.ns.sh("bridge", &a);
+            let out = self.ns.exec("bridge", &a);
+            // No flannel.1 on a host-gw node: no FDB.
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
             serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
                 .expect("bridge -j is JSON")
         };
