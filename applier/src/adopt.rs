@@ -78,6 +78,15 @@ pub struct Adopted {
     /// not write it), by rooted path: removed once podnet's files are written.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub files: BTreeMap<String, PriorFile>,
+    /// Routes of the plan's own protocol, all to planned destinations, found without a
+    /// journal (a node set up by `podnet plan --format shell`): podnet's from now on, so
+    /// they are not "unjournaled routes" (not journaled: there is nothing to give back).
+    #[serde(skip)]
+    pub own_routes: usize,
+    /// On such a node, the plan's CNI conflist found with exactly the planned content and
+    /// mode: written by the script, so podnet's (journaled as absent before podnet).
+    #[serde(skip)]
+    pub own_files: Vec<String>,
 }
 
 impl Adopted {
@@ -86,6 +95,8 @@ impl Adopted {
             && self.routes.is_empty()
             && self.firewall.is_empty()
             && self.files.is_empty()
+            && self.own_routes == 0
+            && self.own_files.is_empty()
     }
 
     /// Whether `l` is a link podnet adopted (same name and kind as recorded).
@@ -289,6 +300,27 @@ pub fn candidates(plan: &NodePlan, obs: &Observed, addrs: &[Addr]) -> Adopted {
         );
     }
     out.routes = routes;
+    if !obs.journaled {
+        let p = plan.route_protocol;
+        let ours: Vec<&Route> = obs.routes.iter().filter(|r| r.protocol == p).collect();
+        let planned = |r: &&Route| plan.routes.iter().any(|w| w.dst == r.dst);
+        if !ours.is_empty()
+            && ours.iter().all(planned)
+            && obs.nexthops.iter().all(|n| n.protocol != p)
+        {
+            out.own_routes = ours.len();
+            for f in &plan.files {
+                let conflist = f.path.ends_with(".conflist") || f.path.ends_with(".conf");
+                let same = obs.files.get(&f.path).is_some_and(|have| {
+                    have.as_ref()
+                        .is_some_and(|h| h.mode == f.mode && h.content == f.content.as_bytes())
+                });
+                if conflist && same {
+                    out.own_files.push(f.path.clone());
+                }
+            }
+        }
+    }
     out
 }
 

@@ -576,3 +576,193 @@ fn adopting_a_host_gw_flannel_node_loses_no_ping_and_teardown_gives_it_back_exac
         "teardown restores the host-gw flannel node exactly"
     );
 }
+
+/// A bare node `10.88.0.1/24` on `eth0` (a veth to a peer namespace), with a `--root`.
+fn bare_node(tag: &str) -> (common::NetNs, common::NetNs, tempfile::TempDir) {
+    let ns = common::NetNs::new(tag);
+    let peer = common::NetNs::new("peer");
+    common::veth(&ns, "eth0", &peer, "eth0");
+    ns.ip(&["addr", "add", "10.88.0.1/24", "dev", "eth0"]);
+    peer.ip(&["addr", "add", "10.88.0.2/24", "dev", "eth0"]);
+    (ns, peer, tempfile::tempdir().expect("root"))
+}
+
+fn podnet_in(ns: &common::NetNs, root: &std::path::Path, args: &[&str]) -> std::process::Output {
+    let mut a: Vec<&str> = args.to_vec();
+    a.extend(["--root", root.to_str().expect("utf-8")]);
+    ns.exec(&common::node::bin(), &a)
+}
+
+const SCRIPT_CLUSTER: &str = "cluster s {\n    pod-cidr 10.244.0.0/16\n    backend host-gw\n    \
+    cni { bridge BRIDGE }\n}\nnode n1 { address 10.88.0.1/24; subnet 10.244.1.0/24 }\n\
+    node n2 { address 10.88.0.2/24; subnet 10.244.2.0/24 }\n";
+
+#[test]
+fn a_node_set_up_by_the_shell_plan_is_podnets_to_apply_and_an_unmarked_one_is_adopted() {
+    let (ns, _peer, root) = bare_node("sh");
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cluster.podnet");
+    std::fs::write(&file, SCRIPT_CLUSTER.replace("BRIDGE", "cni0")).expect("write");
+    let file = file.to_str().expect("utf-8").to_string();
+    let out = podnet_in(
+        &ns,
+        root.path(),
+        &["plan", &file, "--node", "n1", "--format", "shell"],
+    );
+    assert!(out.status.success(), "{:?}", text(&out));
+    let script = dir.path().join("n1.sh");
+    std::fs::write(&script, &out.stdout).expect("write script");
+    let sh = ns.exec("sh", &[script.to_str().expect("utf-8")]);
+    assert!(sh.status.success(), "{:?}", text(&sh));
+    let link = ns.ip(&["-d", "link", "show", "cni0"]);
+    assert!(
+        link.contains("alias podnet"),
+        "the script marks its bridge: {link}"
+    );
+    let routes = ns.ip(&["route", "show", "10.244.2.0/24"]);
+    assert!(routes.contains("proto 77"), "{routes}");
+
+    // podnet knows the script's objects: nothing is in the way, no link is created.
+    let o = podnet_in(
+        &ns,
+        root.path(),
+        &["plan", &file, "--node", "n1", "--live", "--adopt"],
+    );
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(!stdout.contains("conflict"), "{stdout}");
+    assert!(!stdout.contains("+ link"), "{stdout}");
+    let o = podnet_in(&ns, root.path(), &["apply", &file, "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        !stdout.contains("+ link") && !stdout.contains("+ address"),
+        "{stdout}"
+    );
+    let o = podnet_in(&ns, root.path(), &["apply", &file]);
+    let (stdout, _) = text(&o);
+    assert!(
+        stdout.contains("node n1: 0 added, 0 changed, 0 removed;"),
+        "{stdout}"
+    );
+    let o = podnet_in(&ns, root.path(), &["status", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = podnet_in(&ns, root.path(), &["teardown"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    let links = ns.ip(&["link", "show"]);
+    assert!(
+        !links.contains("cni0"),
+        "teardown removes the script's bridge: {links}"
+    );
+    let addrs = ns.ip(&["-4", "addr", "show"]);
+    assert!(!addrs.contains("10.244.1.1"), "{addrs}");
+    let routes = ns.ip(&["route", "show", "proto", "77"]);
+    assert!(routes.trim().is_empty(), "{routes}");
+    let conflist = root.path().join("etc/cni/net.d/10-podnet.conflist");
+    assert!(!conflist.exists(), "teardown removes the script's conflist");
+
+    // An older script's node: the same objects without the marker.
+    let sh = ns.exec("sh", &[script.to_str().expect("utf-8")]);
+    assert!(sh.status.success(), "{:?}", text(&sh));
+    ns.ip(&["link", "set", "dev", "cni0", "alias", ""]);
+    let before = ns.ip_json(&["-d", "link", "show", "cni0"]);
+    let o = podnet_in(&ns, root.path(), &["apply", &file]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("link cni0 exists and is not podnet's"),
+        "{stderr}"
+    );
+    let o = podnet_in(&ns, root.path(), &["apply", &file, "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("adopt: link cni0 (bridge, mtu 1500, addresses 10.244.1.1/24)"),
+        "{stdout}"
+    );
+    let o = podnet_in(&ns, root.path(), &["status", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = podnet_in(&ns, root.path(), &["teardown"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    // An adopted bridge is given back as it was.
+    assert_eq!(
+        common::flannel::scrub(ns.ip_json(&["-d", "link", "show", "cni0"])),
+        common::flannel::scrub(before)
+    );
+}
+
+#[test]
+fn a_docker_hosts_docker0_is_adopted_and_given_back_exactly() {
+    let (ns, peer, root) = bare_node("dk");
+    // What dockerd --bip=10.244.1.1/24 --mtu=1500 makes (the gateway of flannel's
+    // subnet.env), and a container on it.
+    ns.ip(&["link", "add", "docker0", "type", "bridge"]);
+    ns.ip(&["addr", "add", "10.244.1.1/24", "dev", "docker0"]);
+    ns.ip(&["link", "set", "docker0", "up"]);
+    let c = common::NetNs::new("ctr");
+    common::veth(&ns, "vethc1", &c, "eth0");
+    ns.ip(&["link", "set", "vethc1", "master", "docker0"]);
+    c.ip(&["addr", "add", "10.244.1.2/24", "dev", "eth0"]);
+    c.ip(&["route", "add", "default", "via", "10.244.1.1"]);
+    ns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=1"]);
+    peer.ip(&["route", "add", "10.244.1.0/24", "via", "10.88.0.1"]);
+    assert!(
+        common::cni::ping(&c, "10.88.0.2", 5),
+        "the container reaches the peer"
+    );
+    // The bridge's operstate settles to UP once its port forwards.
+    let up = (0..100).any(|_| {
+        let l = ns.ip_json(&["link", "show", "docker0"]);
+        let settled = l[0]["operstate"] == "UP";
+        if !settled {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        settled
+    });
+    assert!(up, "docker0 is up");
+    let dump = |ns: &common::NetNs| {
+        common::flannel::scrub(serde_json::json!({
+            "links": ns.ip_json(&["-d", "link", "show"]),
+            "addresses": ns.ip_json(&["-4", "addr", "show"]),
+            "routes": ns.ip_json(&["-4", "route", "show", "table", "all"]),
+        }))
+    };
+    let before = dump(&ns);
+    let dir = tempfile::tempdir().expect("dir");
+    let file = dir.path().join("cluster.podnet");
+    std::fs::write(&file, SCRIPT_CLUSTER.replace("BRIDGE", "docker0")).expect("write");
+    let file = file.to_str().expect("utf-8").to_string();
+    let o = podnet_in(&ns, root.path(), &["apply", &file]);
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert_eq!(
+        dump(&ns),
+        before,
+        "refused without --adopt, nothing changed"
+    );
+
+    const COUNT: u32 = 200;
+    let pinger = ping(&c, "10.88.0.2", COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    let o = podnet_in(&ns, root.path(), &["apply", &file, "--adopt"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("adopt: link docker0 (bridge, mtu 1500, addresses 10.244.1.1/24)"),
+        "{stdout}"
+    );
+    eprintln!("docker0, during adoption: {}", no_loss(pinger, COUNT));
+    let link = ns.ip(&["-d", "link", "show", "docker0"]);
+    assert!(link.contains("alias podnet"), "{link}");
+    let o = podnet_in(&ns, root.path(), &["status", "--detailed-exitcode"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let pinger = ping(&c, "10.88.0.2", COUNT);
+    std::thread::sleep(Duration::from_millis(500));
+    let o = podnet_in(&ns, root.path(), &["teardown"]);
+    assert!(o.status.success(), "{:?}", text(&o));
+    eprintln!("docker0, during teardown: {}", no_loss(pinger, COUNT));
+    assert_eq!(
+        serde_json::to_string_pretty(&dump(&ns)).expect("json"),
+        serde_json::to_string_pretty(&before).expect("json"),
+        "teardown gives docker0 back exactly"
+    );
+}

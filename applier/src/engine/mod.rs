@@ -403,9 +403,12 @@ pub(crate) fn adoption(
         found.firewall = firewall::flannel::observe(&Exec::Host)?;
     }
     found.files = takeover::adoptable(takeover::foreign_files(plan, root)?);
+    let own = found.own_routes > 0;
     if found.is_empty() {
         return Ok((found, j, obs));
     }
+    let mut obs = obs;
+    obs.journaled |= own;
     let mut with = j.clone();
     with.adopted.merge(&found);
     let mut again = observe::observe(

@@ -124,6 +124,9 @@ fn run(
             super::adoption(&mut sock, plan, root, manage_fw_of(firewall), Some(&j), obs)?;
         (adopted, obs) = (found, again);
         j.adopted = with.adopted;
+        for f in &adopted.own_files {
+            j.files.entry(f.clone()).or_default();
+        }
     }
     let mut d = diff(plan, &obs);
     let files = super::takeover::foreign_files(plan, root)?;

@@ -1,6 +1,8 @@
 //! The shell rendering of a plan: a POSIX `sh` script of `ip`, `bridge`, `sysctl`, `nft` (or
 //! `iptables-restore`) commands and file writes that brings a node to the plan. Running it
-//! again changes nothing: links are created only when missing, everything else is replaced.
+//! again changes nothing: links are created only when missing (and then carry podnet's
+//! ifalias marker, as the applier's do), everything else is replaced; routes carry the
+//! plan's route protocol.
 //! It adds and replaces only; removing stale objects is the applier's job.
 
 use std::borrow::Cow;
@@ -15,6 +17,8 @@ pub const NFT_TABLE: &str = "podnet";
 /// The iptables chains podnet owns, in the `nat` and `filter` tables.
 pub const IPT_NAT_CHAIN: &str = "PODNET-POSTRTG";
 pub const IPT_FILTER_CHAIN: &str = "PODNET-FWD";
+/// The ifalias on every link podnet creates (the applier's ownership marker).
+pub const LINK_MARKER: &str = "podnet";
 /// The comment on the one jump into each owned iptables chain.
 pub const IPT_COMMENT: &str = "podnet";
 
@@ -66,7 +70,13 @@ fn write_shell(s: &mut String, p: &NodePlan, root: Option<&Path>) -> std::fmt::R
             (LinkKind::Vxlan, None) => format!("ip link add name {name} type vxlan"),
             (LinkKind::Bridge, _) => format!("ip link add name {name} type bridge"),
         };
-        writeln!(s, "ip link show dev {name} >/dev/null 2>&1 || {add}")?;
+        // Marked like the applier marks the links it creates (the kernel ignores an
+        // ifalias given on creation), so a later `podnet apply` knows them as podnet's.
+        writeln!(
+            s,
+            "ip link show dev {name} >/dev/null 2>&1 || {{ {add} && ip link set dev {name} \
+             alias {LINK_MARKER}; }}"
+        )?;
         write!(s, "ip link set dev {name}")?;
         if let Some(m) = &l.mac {
             write!(s, " address {m}")?;
