@@ -352,6 +352,7 @@ fn flannels_iptables_chains_and_conflist_are_adopted_masquerade_is_podnets_once_
     );
     let status = a.podnet(&["status", "--detailed-exitcode"]);
     assert_eq!(status.status.code(), Some(0), "{:?}", text(&status));
+    assert!(!text(&status).1.contains("warning"), "{:?}", text(&status));
     // Outbound: masqueraded exactly once, by podnet's rule.
     let podnet_masq = ["-A PODNET-POSTRTG -s 10.244.1.0/24", "-j MASQUERADE"];
     let n = nat_counter(&a, &podnet_masq).expect("podnet's rule");
@@ -368,6 +369,23 @@ fn flannels_iptables_chains_and_conflist_are_adopted_masquerade_is_podnets_once_
         Some(ip2.parse().expect("ip")),
         "flannel → podnet"
     );
+
+    // A flanneld that kept running puts its chains back: status says so.
+    a.iptables();
+    let status = a.podnet(&["status"]);
+    assert!(
+        text(&status).1.contains(
+            "warning: flannel's firewall is in force here: iptables nat chain FLANNEL-POSTRTG"
+        ),
+        "{:?}",
+        text(&status)
+    );
+    let again = a.ok(&["apply", &file, "--adopt"]);
+    assert!(
+        again.contains("adopt: firewall iptables nat chain"),
+        "{again}"
+    );
+    assert!(!a.iptables_save().contains("FLANNEL"));
 
     let pinger = ping(&p1, &ip2, COUNT);
     std::thread::sleep(Duration::from_millis(500));

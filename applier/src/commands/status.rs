@@ -54,7 +54,11 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     writeln!(out, "fdb:        {}", obs.fdb.len())?;
     let files = obs.files.values().filter(|f| f.is_some()).count();
     writeln!(out, "files:      {files}")?;
-    for w in engine.warnings() {
+    let warnings = match &drift {
+        Some(d) => d.warnings.clone(),
+        None => engine.warnings(),
+    };
+    for w in warnings {
         eprintln!("warning: {w}");
     }
     let Some(drift) = drift else {

@@ -335,11 +335,22 @@ impl Engine {
             let mut kernel = diff(&plan, &obs);
             let files = takeover::foreign_files(&plan, self.root())?;
             kernel.conflicts.extend(takeover::conflicts(&files, false));
+            let mut warnings = takeover::warnings();
+            if self.firewall == FirewallMode::Managed {
+                let back = firewall::flannel::observe(&Exec::Host)?;
+                if !back.is_empty() {
+                    warnings.push(format!(
+                        "flannel's firewall is in force here: {} (flanneld re-creates it \
+                         while it runs); `podnet apply --adopt` removes it again",
+                        back.lines().join(", ")
+                    ));
+                }
+            }
             Ok(Some(Drift {
                 adopt: Adopted::default(),
                 kernel,
                 firewall,
-                warnings: takeover::warnings(),
+                warnings,
             }))
         })?
     }
