@@ -414,10 +414,24 @@ fn flannels_nft_tables_are_adopted_and_teardown_puts_them_back() {
     assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
     let dir = tempfile::tempdir().expect("dir");
     let file = cluster_file(dir.path(), &a, &b);
+    // Without flannel-compat podnet does not write subnet.env: flannel's is in the way.
+    let cluster = std::fs::read_to_string(&file).expect("read");
+    std::fs::write(&file, cluster.replace("    flannel-compat on\n", "")).expect("write");
     let before = a.dumps();
+    let o = a.podnet(&["plan", &file, "--node", "n1", "--live"]);
+    let (stdout, stderr) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("run/flannel/subnet.env is not podnet's and is flanneld's lease"),
+        "{stdout}"
+    );
     let o = a.podnet(&["plan", &file, "--node", "n1", "--live", "--adopt"]);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("run/flannel/subnet.env (") && stdout.contains("10-flannel.conflist ("),
+        "{stdout}"
+    );
     for t in ["ip flannel-ipv4", "ip6 flannel-ipv6"] {
         assert!(
             stdout.contains(&format!("adopt: firewall nftables table {t}, removed")),
@@ -431,6 +445,7 @@ fn flannels_nft_tables_are_adopted_and_teardown_puts_them_back() {
     eprintln!("nftables, during adoption: {}", no_loss(pinger, COUNT));
     let tables = a.ns.sh("nft", &["list", "tables"]);
     assert!(!tables.contains("flannel"), "{tables}");
+    assert!(!a.root.path().join("run/flannel/subnet.env").exists());
     assert!(tables.contains("inet podnet"), "{tables}");
     assert_eq!(source_seen(&p1, &out, "10.99.0.2"), Some(node_ip));
     let status = a.podnet(&["status", "--detailed-exitcode"]);

@@ -265,14 +265,15 @@ fn rules_in(save: &str, table: &str, chain: &str) -> usize {
     n
 }
 
-/// `iptables-save` of one backend, or `None` when its tool is not installed.
+/// `iptables-save` of one backend, or `None` when its tool is not installed or cannot
+/// read that backend (as the iptables mode detection counts it: empty).
 fn save(exec: &Exec, backend: Backend) -> Result<Option<String>, FirewallError> {
     let program = backend.mode().save_program();
     match exec.output(program, &[], None) {
         Ok(out) if out.status.success() => {
             Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
         }
-        Ok(out) => Err(exec.failure(program, &[], &out)),
+        Ok(_) => Ok(None),
         Err(FirewallError::Spawn { source, .. })
             if source.kind() == std::io::ErrorKind::NotFound =>
         {
