@@ -668,6 +668,7 @@ fn a_node_set_up_by_the_shell_plan_is_podnets_to_apply_and_an_unmarked_one_is_ad
     let o = podnet_in(&ns, root.path(), &["apply", &file, "--adopt"]);
     let (stdout, stderr) = text(&o);
     assert_eq!(o.status.code(), Some(0), "{stdout}\n{stderr}");
+    eprintln!("first apply after the script:\n{stdout}");
     assert!(
         !stdout.contains("+ link") && !stdout.contains("+ address"),
         "{stdout}"
