@@ -1,8 +1,9 @@
 //! Adoption (`apply --adopt`, `plan --live --adopt`): the foreign objects that match the
 //! plan and can be taken over in place — a link of a planned name and kind whose
 //! attributes need no recreation (for a vxlan the same VNI, port, local address, underlay
-//! and learning flag), and a foreign gateway route to a planned destination through the
-//! planned device. Each one's prior state is what the journal keeps (written before the
+//! and learning flag), a foreign gateway route to a planned destination through the
+//! planned device when that device is adopted or podnet's, or the very route the plan has
+//! through the underlay (host-gw). Each one's prior state is what the journal keeps (written before the
 //! first change), so `teardown` can put it back. Pure: no IO here.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::diff::Observed;
 use crate::diff::links::recreate_reason;
+use crate::firewall::flannel::PriorFirewall;
+use crate::journal::PriorFile;
 use crate::kernel::addr::Addr;
 use crate::kernel::link::{KernelLinkKind, Link};
 use crate::kernel::route::{Route, Target};
@@ -68,11 +71,32 @@ pub struct Adopted {
     pub links: BTreeMap<String, PriorLink>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub routes: BTreeMap<Ipv4Net, PriorRoute>,
+    /// flannel's iptables chains and nft tables, removed once podnet's firewall is in place.
+    #[serde(default, skip_serializing_if = "PriorFirewall::is_empty")]
+    pub firewall: PriorFirewall,
+    /// flannel's files (its conflist that shadows podnet's, `subnet.env` when the plan does
+    /// not write it), by rooted path: removed once podnet's files are written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub files: BTreeMap<String, PriorFile>,
+    /// Routes of the plan's own protocol, all to planned destinations, found without a
+    /// journal (a node set up by `podnet plan --format shell`): podnet's from now on, so
+    /// they are not "unjournaled routes" (not journaled: there is nothing to give back).
+    #[serde(skip)]
+    pub own_routes: usize,
+    /// On such a node, the plan's CNI conflist found with exactly the planned content and
+    /// mode: written by the script, so podnet's (journaled as absent before podnet).
+    #[serde(skip)]
+    pub own_files: Vec<String>,
 }
 
 impl Adopted {
     pub fn is_empty(&self) -> bool {
-        self.links.is_empty() && self.routes.is_empty()
+        self.links.is_empty()
+            && self.routes.is_empty()
+            && self.firewall.is_empty()
+            && self.files.is_empty()
+            && self.own_routes == 0
+            && self.own_files.is_empty()
     }
 
     /// Whether `l` is a link podnet adopted (same name and kind as recorded).
@@ -90,6 +114,29 @@ impl Adopted {
         }
         for (k, v) in &other.routes {
             self.routes.entry(*k).or_insert_with(|| v.clone());
+        }
+        for c in &other.firewall.chains {
+            let known = self
+                .firewall
+                .chains
+                .iter()
+                .any(|p| p.backend == c.backend && p.table == c.table && p.chain == c.chain);
+            if !known {
+                self.firewall.chains.push(c.clone());
+            }
+        }
+        for t in &other.firewall.tables {
+            let known = self
+                .firewall
+                .tables
+                .iter()
+                .any(|p| p.family == t.family && p.name == t.name);
+            if !known {
+                self.firewall.tables.push(t.clone());
+            }
+        }
+        for (k, v) in &other.files {
+            self.files.entry(k.clone()).or_insert_with(|| v.clone());
         }
     }
 
@@ -128,6 +175,18 @@ impl Adopted {
                 r.dev,
                 if r.onlink { " onlink" } else { "" },
                 r.protocol
+            )
+        }));
+        out.extend(
+            self.firewall
+                .lines()
+                .into_iter()
+                .map(|l| format!("adopt: firewall {l}, removed once podnet's rules are in place")),
+        );
+        out.extend(self.files.iter().map(|(path, f)| {
+            format!(
+                "adopt: file {path} ({} bytes), moved away once podnet's files are written",
+                f.content.as_ref().map_or(0, Vec::len)
             )
         }));
         out
@@ -224,7 +283,10 @@ pub fn candidates(plan: &NodePlan, obs: &Observed, addrs: &[Addr]) -> Adopted {
         let Some(dev) = name_of.get(&ifindex) else {
             continue;
         };
-        if *dev != want.dev || !adoptable_dev(dev) {
+        // On an adopted or owned link any gateway is replaced in place; on the underlay
+        // (host-gw: `PEER_SUBNET via PEER_IP dev IFACE`) only the very route the plan has.
+        let on_underlay = *dev == plan.underlay.interface && via == want.via && !onlink;
+        if *dev != want.dev || !(adoptable_dev(dev) || on_underlay) {
             continue;
         }
         routes.insert(
@@ -238,6 +300,27 @@ pub fn candidates(plan: &NodePlan, obs: &Observed, addrs: &[Addr]) -> Adopted {
         );
     }
     out.routes = routes;
+    if !obs.journaled {
+        let p = plan.route_protocol;
+        let ours: Vec<&Route> = obs.routes.iter().filter(|r| r.protocol == p).collect();
+        let planned = |r: &&Route| plan.routes.iter().any(|w| w.dst == r.dst);
+        if !ours.is_empty()
+            && ours.iter().all(planned)
+            && obs.nexthops.iter().all(|n| n.protocol != p)
+        {
+            out.own_routes = ours.len();
+            for f in &plan.files {
+                let conflist = f.path.ends_with(".conflist") || f.path.ends_with(".conf");
+                let same = obs.files.get(&f.path).is_some_and(|have| {
+                    have.as_ref()
+                        .is_some_and(|h| h.mode == f.mode && h.content == f.content.as_bytes())
+                });
+                if conflist && same {
+                    out.own_files.push(f.path.clone());
+                }
+            }
+        }
+    }
     out
 }
 

@@ -50,6 +50,9 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
         Err(e) => return Err(explain(e, &args.target)),
     };
     let mut out = std::io::stdout().lock();
+    for w in &a.warnings {
+        eprintln!("warning: {w}");
+    }
     for line in a.adopted.lines() {
         writeln!(out, "{line}")?;
     }

@@ -139,6 +139,9 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
         .map_err(|e| super::apply::explain(e, &args.file))?;
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    for w in &drift.warnings {
+        eprintln!("warning: {w}");
+    }
     for line in drift.adopt.lines() {
         writeln!(out, "{line}")?;
     }

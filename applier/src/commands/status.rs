@@ -54,6 +54,13 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     writeln!(out, "fdb:        {}", obs.fdb.len())?;
     let files = obs.files.values().filter(|f| f.is_some()).count();
     writeln!(out, "files:      {files}")?;
+    let warnings = match &drift {
+        Some(d) => d.warnings.clone(),
+        None => engine.warnings(),
+    };
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
     let Some(drift) = drift else {
         writeln!(out, "drift:      unknown (no plan was applied in full)")?;
         return Ok(0);

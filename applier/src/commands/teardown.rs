@@ -15,6 +15,9 @@ pub fn run(args: &TeardownArgs) -> anyhow::Result<i32> {
     let t = engine.teardown()?;
     let mut out = std::io::stdout().lock();
     super::apply::print_changes(&mut out, &t.changes, false)?;
+    for r in &t.restored {
+        writeln!(out, "~ {r}")?;
+    }
     for f in &t.firewall {
         writeln!(out, "- firewall: {f}")?;
     }

@@ -38,6 +38,14 @@ pub enum Conflict {
     },
     /// A planned sysctl does not exist on this kernel.
     MissingSysctl { key: String },
+    /// A file that is not podnet's acts against the plan (a CNI configuration sorting
+    /// before podnet's conflist, a stale `subnet.env`); `adoptable`: it is flannel's, so
+    /// `--adopt` takes it over (found by the engine, which reads the files).
+    ForeignFile {
+        path: String,
+        why: String,
+        adoptable: bool,
+    },
     /// The plan is for another node: this machine does not have the plan's underlay
     /// address on its interface (checked by the engine, which reads the underlay).
     WrongNode {
@@ -64,7 +72,8 @@ impl Conflict {
             Conflict::ForeignLink { .. }
             | Conflict::ForeignVxlan { .. }
             | Conflict::ForeignRoute { .. }
-            | Conflict::UnjournaledRoutes { .. } => ConflictKind::ForeignObject,
+            | Conflict::UnjournaledRoutes { .. }
+            | Conflict::ForeignFile { .. } => ConflictKind::ForeignObject,
             Conflict::MissingUnderlay { .. }
             | Conflict::UnderlayIsPodnets { .. }
             | Conflict::MissingDevice { .. }
@@ -125,6 +134,19 @@ impl fmt::Display for Conflict {
             Conflict::MissingSysctl { key } => write!(
                 f,
                 "sysctl {key} does not exist on this kernel (is its module loaded?)"
+            ),
+            Conflict::ForeignFile {
+                path,
+                why,
+                adoptable,
+            } => write!(
+                f,
+                "file {path} is not podnet's and {why}: {}",
+                if *adoptable {
+                    "it is flannel's: `--adopt` journals and removes it (teardown puts it back)"
+                } else {
+                    "move it away or rename podnet's (`cni { file NAME }`)"
+                }
             ),
             Conflict::WrongNode {
                 node,

@@ -11,6 +11,7 @@
 mod preflight;
 mod reconcile;
 mod repair;
+pub mod takeover;
 mod teardown;
 
 use std::collections::BTreeSet;
@@ -174,6 +175,8 @@ pub struct Drift {
     pub kernel: Diff,
     /// The firewall of the plan's driver (`None` when the engine leaves it alone).
     pub firewall: Option<Vec<firewall::Drift>>,
+    /// What is not drift but wants attention (a flanneld still running here).
+    pub warnings: Vec<String>,
 }
 
 impl Drift {
@@ -295,17 +298,25 @@ impl Engine {
             let mut sock = NlSocket::new()?;
             preflight::identity(&mut sock, plan)?;
             let obs = observe::observe(&mut sock, Some(&rooted), Scope { journal }, 0)?;
+            let managed = self.firewall == FirewallMode::Managed;
             let (adopt, obs) = if self.adopt {
-                let (adopt, _, obs) = adoption(&mut sock, &rooted, journal, obs)?;
+                let (adopt, _, obs) =
+                    adoption(&mut sock, &rooted, self.root(), managed, journal, obs)?;
                 (adopt, obs)
             } else {
                 (Adopted::default(), obs)
             };
             let firewall = self.firewall_drift(&plan.firewall)?;
+            let mut kernel = diff(&rooted, &obs);
+            let files = takeover::foreign_files(&rooted, self.root())?;
+            kernel
+                .conflicts
+                .extend(takeover::conflicts(&files, self.adopt));
             Ok(Drift {
                 adopt,
-                kernel: diff(&rooted, &obs),
+                kernel,
                 firewall,
+                warnings: takeover::warnings(),
             })
         })?
     }
@@ -321,10 +332,25 @@ impl Engine {
             let mut sock = NlSocket::new()?;
             let obs = observe::observe(&mut sock, Some(&plan), Scope { journal }, 0)?;
             let firewall = self.firewall_drift(&plan.firewall)?;
+            let mut kernel = diff(&plan, &obs);
+            let files = takeover::foreign_files(&plan, self.root())?;
+            kernel.conflicts.extend(takeover::conflicts(&files, false));
+            let mut warnings = takeover::warnings();
+            if self.firewall == FirewallMode::Managed {
+                let back = firewall::flannel::observe(&Exec::Host)?;
+                if !back.is_empty() {
+                    warnings.push(format!(
+                        "flannel's firewall is in force here: {} (flanneld re-creates it \
+                         while it runs); `podnet apply --adopt` removes it again",
+                        back.lines().join(", ")
+                    ));
+                }
+            }
             Ok(Some(Drift {
                 adopt: Adopted::default(),
-                kernel: diff(&plan, &obs),
+                kernel,
                 firewall,
+                warnings,
             }))
         })?
     }
@@ -345,6 +371,11 @@ impl Engine {
         Ok(Some(tools.driver(spec.driver)?.plan(&spec)?.drift))
     }
 
+    /// The warnings about the node (a flanneld running in the target), read inside it.
+    pub fn warnings(&self) -> Vec<String> {
+        self.target.run(takeover::warnings).unwrap_or_default()
+    }
+
     /// Everything podnet owns here, observed without a plan (for `status`).
     pub fn owned(&self) -> Result<Observed, EngineError> {
         let journal = self.journal.as_ref();
@@ -360,12 +391,15 @@ impl Engine {
     }
 }
 
-/// `--adopt`: what of the foreign objects in `obs` can be taken over for `plan` (only what
-/// the journal does not hold yet), the journal that records it, and the observation made
-/// as if it were podnet's. Reads only.
+/// `--adopt`: what of the foreign objects in `obs` can be taken over for `plan` (rooted;
+/// only what the journal does not hold yet), the journal that records it, and the
+/// observation made as if it were podnet's. With `firewall`, flannel's chains and tables
+/// are taken too (podnet's firewall replaces them); flannel's files always. Reads only.
 pub(crate) fn adoption(
     sock: &mut NlSocket,
     plan: &NodePlan,
+    root: Option<&Path>,
+    firewall: bool,
     journal: Option<&Journal>,
     obs: Observed,
 ) -> Result<(Adopted, Journal, Observed), EngineError> {
@@ -375,11 +409,17 @@ pub(crate) fn adoption(
         .iter()
         .filter_map(|m| Addr::parse(m))
         .collect();
-    let found = adopt::candidates(plan, &obs, &addrs);
+    let mut found = adopt::candidates(plan, &obs, &addrs);
+    if firewall {
+        found.firewall = firewall::flannel::observe(&Exec::Host)?;
+    }
+    found.files = takeover::adoptable(takeover::foreign_files(plan, root)?);
+    let own = found.own_routes > 0;
     if found.is_empty() {
         return Ok((found, j, obs));
     }
-    let mut found = found;
+    let mut obs = obs;
+    obs.journaled |= own;
     let mut with = j.clone();
     with.adopted.merge(&found);
     let mut again = observe::observe(

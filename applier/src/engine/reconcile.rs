@@ -38,6 +38,8 @@ pub struct Reconciled {
     /// `watch` keeps it as its picture of the node and updates it from kernel events.
     pub observed: Observed,
     pub elapsed: Duration,
+    /// What is not a failure but wants attention (a flanneld still running here).
+    pub warnings: Vec<String>,
 }
 
 impl Reconciled {
@@ -118,11 +120,18 @@ fn run(
     // the journal with the write-ahead save below, after every check and before any write.
     let mut adopted = Adopted::default();
     if adopt {
-        let (found, with, again) = super::adoption(&mut sock, plan, Some(&j), obs)?;
+        let (found, with, again) =
+            super::adoption(&mut sock, plan, root, manage_fw_of(firewall), Some(&j), obs)?;
         (adopted, obs) = (found, again);
         j.adopted = with.adopted;
+        for f in &adopted.own_files {
+            j.files.entry(f.clone()).or_default();
+        }
     }
-    let d = diff(plan, &obs);
+    let mut d = diff(plan, &obs);
+    let files = super::takeover::foreign_files(plan, root)?;
+    d.conflicts
+        .extend(super::takeover::conflicts(&files, adopt));
     if !d.conflicts.is_empty() {
         return Err(EngineError::Conflicts(d.conflicts.clone()));
     }
@@ -165,6 +174,12 @@ fn run(
         };
         let (changes, done, failures, remaining, observed) = kernel?;
         if failures.is_empty() && remaining.is_empty() {
+            // podnet's rules and files are in place: flannel's adopted ones go (their
+            // prior state is in the journal since the write-ahead save).
+            if manage_fw && !adopted.firewall.is_empty() {
+                crate::firewall::flannel::remove(&Exec::Host, &adopted.firewall)?;
+            }
+            super::takeover::remove_files(&adopted.files)?;
             commit(&mut j, plan);
             if manage_fw {
                 j.firewalls = BTreeSet::from([plan.firewall.driver]);
@@ -190,10 +205,15 @@ fn run(
                 remaining,
                 observed,
                 elapsed: start.elapsed(),
+                warnings: super::takeover::warnings(),
             },
             Some(j),
         ))
     })
+}
+
+fn manage_fw_of(mode: FirewallMode) -> bool {
+    mode == FirewallMode::Managed
 }
 
 fn io_other(msg: &str) -> EngineError {

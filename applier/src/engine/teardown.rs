@@ -28,6 +28,8 @@ use crate::observe::{self, Scope};
 pub struct TornDown {
     /// Everything removed or restored (kernel objects, files, sysctls).
     pub changes: Diff,
+    /// Adopted flannel objects put back besides the kernel's (files, firewall chains).
+    pub restored: Vec<String>,
     /// Firewall objects removed (`table inet podnet`, `nat chain PODNET-POSTRTG`, …).
     pub firewall: Vec<String>,
     /// Directories podnet had created, removed.
@@ -87,8 +89,17 @@ fn run(
         });
     }
     let changes = d.clone();
+    // flannel's files first: the runtime always finds a conflist.
+    let mut restored = Vec::new();
+    let mut failures = Vec::new();
+    for (path, prior) in &j.adopted.files {
+        match super::takeover::restore_file(path, prior) {
+            Ok(()) => restored.push(format!("file {path} (flannel's, given back)")),
+            Err(e) => failures.push(failure(format!("~ file {path}"), e.to_string())),
+        }
+    }
     let r = execute::execute(&mut sock, &d, &d.ops)?;
-    let mut failures = r.failures;
+    failures.extend(r.failures);
     for (path, prior) in &j.files {
         if let Some(target) = &prior.symlink
             && let Err(e) = journal::restore_symlink(Path::new(path), target)
@@ -108,6 +119,15 @@ fn run(
             None => vec![FirewallDriver::Nftables, FirewallDriver::Iptables],
         };
         let tools = Firewall::new(Exec::Host);
+        // flannel's rules back before podnet's go, so traffic is always masqueraded.
+        if !j.adopted.firewall.is_empty() {
+            match crate::firewall::flannel::restore(&Exec::Host, &j.adopted.firewall) {
+                Ok(lines) => restored.extend(lines.into_iter().map(|l| format!("{l} (flannel's)"))),
+                Err(e) => {
+                    failures.push(failure("~ firewall (flannel's)".to_string(), e.to_string()))
+                }
+            }
+        }
         for driver in drivers {
             if let Some(t) = preflight::missing_tool(driver) {
                 if loaded.is_some() {
@@ -177,6 +197,7 @@ fn run(
     }
     Ok(TornDown {
         changes,
+        restored,
         firewall: removed_fw,
         dirs: removed_dirs,
         failures,

@@ -12,6 +12,7 @@
 //! presence shows the node is managed. [`FirewallDriver::remove`] deletes them.
 
 pub mod exec;
+pub mod flannel;
 pub mod iptables;
 pub mod nft;
 

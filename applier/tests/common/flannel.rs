@@ -45,6 +45,20 @@ pub fn cluster(nodes: &[&FlannelNode]) -> String {
     s
 }
 
+/// The cluster file for host-gw nodes (the same subnets and addresses).
+pub fn cluster_host_gw(nodes: &[&FlannelNode]) -> String {
+    cluster(nodes)
+        .replace("backend vxlan\n", "backend host-gw\n")
+        .lines()
+        .map(|l| match l.find("; vtep-mac") {
+            Some(i) => format!("{} }}", &l[..i]),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
 /// The subnet.env flanneld writes for a node.
 pub fn subnet_env(n: u8) -> String {
     format!(
@@ -77,6 +91,31 @@ impl FlannelNode {
         }
         a.peer(&b);
         b.peer(&a);
+        (a, b)
+    }
+
+    /// Two nodes as flannel's host-gw backend leaves them: no vxlan, per peer the route
+    /// `PEER_SUBNET via PEER_IP dev eth0` (protocol boot, like flannel's netlink library).
+    pub fn pair_host_gw() -> (FlannelNode, FlannelNode) {
+        let a = FlannelNode::bare("g1", 1);
+        let b = FlannelNode::bare("g2", 2);
+        super::veth(&a.ns, "eth0", &b.ns, "eth0");
+        for n in [&a, &b] {
+            n.ns.ip(&["addr", "add", &format!("{}/24", n.address), "dev", "eth0"]);
+        }
+        for (n, peer) in [(&a, &b), (&b, &a)] {
+            n.ns.ip(&[
+                "route",
+                "replace",
+                &format!("10.244.{}.0/24", peer.n),
+                "via",
+                &peer.address.to_string(),
+                "dev",
+                "eth0",
+                "proto",
+                "boot",
+            ]);
+        }
         (a, b)
     }
 
@@ -174,6 +213,139 @@ impl FlannelNode {
         ]);
     }
 
+    /// flannel's iptables rules for this node (`--ip-masq`), as flannel's iptables manager
+    /// makes them: `ClearChain` creates `nat FLANNEL-POSTRTG` and `filter FLANNEL-FWD`, then
+    /// one `iptables-restore --noflush` appends the jumps and the rules, in flannel's order
+    /// and with its comments (`--random-fully`: this iptables supports it).
+    pub fn iptables(&self) {
+        self.ns
+            .sh("iptables", &["-t", "nat", "-N", "FLANNEL-POSTRTG"]);
+        self.ns
+            .sh("iptables", &["-t", "filter", "-N", "FLANNEL-FWD"]);
+        let (cluster, pod) = ("10.244.0.0/16", format!("10.244.{}.0/24", self.n));
+        let m = "-m comment --comment \"flanneld masq\"";
+        let f = "-m comment --comment \"flanneld forward\"";
+        let script = format!(
+            "*nat\n\
+             -A POSTROUTING {m} -j FLANNEL-POSTRTG\n\
+             -A FLANNEL-POSTRTG -m mark --mark 0x4000/0x4000 {m} -j RETURN\n\
+             -A FLANNEL-POSTRTG -s {pod} -d {cluster} {m} -j RETURN\n\
+             -A FLANNEL-POSTRTG -s {cluster} -d {pod} {m} -j RETURN\n\
+             -A FLANNEL-POSTRTG ! -s {cluster} -d {pod} {m} -j RETURN\n\
+             -A FLANNEL-POSTRTG -s {cluster} ! -d 224.0.0.0/4 {m} -j MASQUERADE --random-fully\n\
+             -A FLANNEL-POSTRTG ! -s {cluster} -d {cluster} {m} -j MASQUERADE --random-fully\n\
+             COMMIT\n\
+             *filter\n\
+             -A FORWARD {f} -j FLANNEL-FWD\n\
+             -A FLANNEL-FWD -s {cluster} {f} -j ACCEPT\n\
+             -A FLANNEL-FWD -d {cluster} {f} -j ACCEPT\n\
+             COMMIT\n"
+        );
+        self.restore("iptables-restore", &["--noflush"], &script);
+    }
+
+    /// flannel's nftables tables (flannel ≥ 0.25, `EnableNFTables`), as its nftables manager
+    /// makes them through knftables: `ip flannel-ipv4` and `ip6 flannel-ipv6`, each with a
+    /// comment, a `forward` filter chain and a `postrtg` nat chain; IPv4 rules only (the
+    /// cluster has no IPv6 network, so the ip6 table stays empty).
+    pub fn nftables(&self) {
+        let (cluster, pod) = ("10.244.0.0/16", format!("10.244.{}.0/24", self.n));
+        let script = format!(
+            "add table ip flannel-ipv4 {{ comment \"rules for flannel-ipv4\" ; }}\n\
+             add table ip6 flannel-ipv6 {{ comment \"rules for flannel-ipv6\" ; }}\n\
+             add chain ip flannel-ipv4 forward {{ comment \"chain to accept flannel traffic\" ; \
+             type filter hook forward priority filter ; }}\n\
+             flush chain ip flannel-ipv4 forward\n\
+             add rule ip flannel-ipv4 forward ip saddr {cluster} accept\n\
+             add rule ip flannel-ipv4 forward ip daddr {cluster} accept\n\
+             add chain ip flannel-ipv4 postrtg {{ comment \"chain to manage traffic masquerading \
+             by flannel\" ; type nat hook postrouting priority srcnat ; }}\n\
+             flush chain ip flannel-ipv4 postrtg\n\
+             add rule ip flannel-ipv4 postrtg meta mark 0x4000 return\n\
+             add rule ip flannel-ipv4 postrtg ip saddr {pod} ip daddr {cluster} return\n\
+             add rule ip flannel-ipv4 postrtg ip saddr {cluster} ip daddr {pod} return\n\
+             add rule ip flannel-ipv4 postrtg ip saddr != {pod} ip daddr {cluster} return\n\
+             add rule ip flannel-ipv4 postrtg ip saddr {cluster} ip daddr != 224.0.0.0/4 \
+             masquerade fully-random\n\
+             add rule ip flannel-ipv4 postrtg ip saddr != {cluster} ip daddr {cluster} \
+             masquerade fully-random\n"
+        );
+        self.restore("nft", &["-f", "-"], &script);
+    }
+
+    /// Runs `program args` in the node with `input` on standard input, asserting success.
+    fn restore(&self, program: &str, args: &[&str], input: &str) {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.ns.name, program])
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(input.as_bytes())
+            .expect("write");
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{program} failed: {}\n{input}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// An "outside" network beyond the node: `eth1` 10.99.0.1/24 here, 10.99.0.2/24 in a new
+    /// namespace that has no route to the pod network (a reply reaches a pod only if its
+    /// traffic was masqueraded to the node's address).
+    pub fn outside(&self) -> NetNs {
+        let out = NetNs::new("out");
+        super::veth(&self.ns, "eth1", &out, "eth0");
+        self.ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "eth1"]);
+        out.ip(&["addr", "add", "10.99.0.2/24", "dev", "eth0"]);
+        out
+    }
+
+    /// `iptables-save` (nat and filter) without comments and counters.
+    pub fn iptables_save(&self) -> String {
+        let text = self.ns.sh("iptables-save", &[]);
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| match l.rfind(" [") {
+                Some(i) if l.starts_with(':') => format!("{} [0:0]", &l[..i]),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// `nft list ruleset` without the tables iptables-nft keeps
+    /// (those are compared through `iptables-save`, which is their own view of them).
+    pub fn nft_ruleset(&self) -> String {
+        let text = self.ns.sh("nft", &["list", "ruleset"]);
+        let mut out = Vec::new();
+        let mut skip = false;
+        for line in text.lines() {
+            if line.starts_with("table ") {
+                skip = ["ip", "ip6", "inet"].iter().any(|f| {
+                    ["filter", "nat", "mangle", "raw", "security"]
+                        .iter()
+                        .any(|t| line.starts_with(&format!("table {f} {t} ")))
+                });
+            }
+            if !skip {
+                out.push(line.to_string());
+            }
+            if line == "}" {
+                skip = false;
+            }
+        }
+        out.join("\n")
+    }
+
     /// The configuration flannel's CNI plugin hands to the bridge plugin for this node.
     pub fn delegate(&self) -> Value {
         json!({
@@ -244,7 +416,9 @@ impl FlannelNode {
         let bridge = |args: &[&str]| -> Value {
             let mut a = vec!["-j"];
             a.extend_from_slice(args);
-            let out = self.ns.sh("bridge", &a);
+            let out = self.ns.exec("bridge", &a);
+            // No flannel.1 on a host-gw node: no FDB.
+            let out = String::from_utf8_lossy(&out.stdout).into_owned();
             serde_json::from_str(if out.trim().is_empty() { "[]" } else { &out })
                 .expect("bridge -j is JSON")
         };
@@ -256,6 +430,8 @@ impl FlannelNode {
             "nexthops": self.ns.ip_json(&["nexthop", "show"]),
             "neighbours": self.ns.ip_json(&["-4", "neigh", "show", "nud", "permanent"]),
             "fdb": bridge(&["fdb", "show", "dev", "flannel.1"]),
+            "iptables": self.iptables_save(),
+            "nft": self.nft_ruleset(),
             "subnet.env": file("run/flannel/subnet.env"),
             "10-flannel.conflist": file("etc/cni/net.d/10-flannel.conflist"),
         }))

@@ -1,6 +1,8 @@
 //! The shell rendering of a plan: a POSIX `sh` script of `ip`, `bridge`, `sysctl`, `nft` (or
 //! `iptables-restore`) commands and file writes that brings a node to the plan. Running it
-//! again changes nothing: links are created only when missing, everything else is replaced.
+//! again changes nothing: links are created only when missing (and then carry podnet's
+//! ifalias marker, as the applier's do), everything else is replaced; routes carry the
+//! plan's route protocol.
 //! It adds and replaces only; removing stale objects is the applier's job.
 
 use std::borrow::Cow;
@@ -15,6 +17,8 @@ pub const NFT_TABLE: &str = "podnet";
 /// The iptables chains podnet owns, in the `nat` and `filter` tables.
 pub const IPT_NAT_CHAIN: &str = "PODNET-POSTRTG";
 pub const IPT_FILTER_CHAIN: &str = "PODNET-FWD";
+/// The ifalias on every link podnet creates (the applier's ownership marker).
+pub const LINK_MARKER: &str = "podnet";
 /// The comment on the one jump into each owned iptables chain.
 pub const IPT_COMMENT: &str = "podnet";
 
@@ -66,7 +70,13 @@ fn write_shell(s: &mut String, p: &NodePlan, root: Option<&Path>) -> std::fmt::R
             (LinkKind::Vxlan, None) => format!("ip link add name {name} type vxlan"),
             (LinkKind::Bridge, _) => format!("ip link add name {name} type bridge"),
         };
-        writeln!(s, "ip link show dev {name} >/dev/null 2>&1 || {add}")?;
+        // Marked like the applier marks the links it creates (the kernel ignores an
+        // ifalias given on creation), so a later `podnet apply` knows them as podnet's.
+        writeln!(
+            s,
+            "ip link show dev {name} >/dev/null 2>&1 || {{ {add} && ip link set dev {name} \
+             alias {LINK_MARKER}; }}"
+        )?;
         write!(s, "ip link set dev {name}")?;
         if let Some(m) = &l.mac {
             write!(s, " address {m}")?;
@@ -161,50 +171,77 @@ fn write_shell(s: &mut String, p: &NodePlan, root: Option<&Path>) -> std::fmt::R
 fn nft(s: &mut String, fw: &Firewall) -> std::fmt::Result {
     writeln!(
         s,
-        "\n# firewall: table inet {NFT_TABLE}, replaced atomically"
+        "\n# firewall: table inet {NFT_TABLE}, replaced atomically (as the applier writes it)"
     )?;
     writeln!(s, "nft -f - <<'PODNET_NFT'")?;
     writeln!(s, "add table inet {NFT_TABLE}")?;
     writeln!(s, "delete table inet {NFT_TABLE}")?;
     writeln!(s, "table inet {NFT_TABLE} {{")?;
-    if !fw.masquerade.is_empty() {
-        writeln!(s, "\tchain postrouting {{")?;
-        writeln!(
-            s,
-            "\t\ttype nat hook postrouting priority srcnat; policy accept;"
-        )?;
-        for mark in fw.skip_marks() {
-            writeln!(s, "\t\tmeta mark & {mark:#x} == {mark:#x} return")?;
+    // One named interval set per masquerade rule with exceptions (`nomasq`, `nomasq_1`, …),
+    // its elements merged, like the applier's driver.
+    for (i, m) in fw.masquerade.iter().enumerate() {
+        if m.not_destinations.is_empty() {
+            continue;
         }
-        for m in &fw.masquerade {
-            write!(s, "\t\tip saddr {}", m.source)?;
-            if !m.not_destinations.is_empty() {
-                let not: Vec<String> = m.not_destinations.iter().map(|d| d.to_string()).collect();
-                write!(s, " ip daddr != {{ {} }}", not.join(", "))?;
-            }
-            writeln!(
-                s,
-                " oifname != {} masquerade{}",
-                nft_string(&m.not_out_interface),
-                if m.random_fully { " fully-random" } else { "" }
-            )?;
-        }
+        let nets: Vec<String> = ipnet::Ipv4Net::aggregate(&m.not_destinations)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        writeln!(s, "\tset {} {{", set_name(i))?;
+        writeln!(s, "\t\ttype ipv4_addr")?;
+        writeln!(s, "\t\tflags interval")?;
+        writeln!(s, "\t\telements = {{ {} }}", nets.join(", "))?;
         writeln!(s, "\t}}")?;
     }
-    if !fw.forward_accept.is_empty() {
-        writeln!(s, "\tchain forward {{")?;
+    // Both chains always exist while podnet manages the firewall (empty = accept all).
+    writeln!(s, "\tchain postrouting {{")?;
+    writeln!(
+        s,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    )?;
+    for mark in fw.skip_marks() {
+        writeln!(s, "\t\tmeta mark & {mark:#x} == {mark:#x} return")?;
+    }
+    for (i, m) in fw.masquerade.iter().enumerate() {
+        write!(s, "\t\tip saddr {}", m.source)?;
+        if !m.not_destinations.is_empty() {
+            write!(s, " ip daddr != @{}", set_name(i))?;
+        }
         writeln!(
             s,
-            "\t\ttype filter hook forward priority filter; policy accept;"
+            " oifname != {} masquerade{}",
+            nft_string(&m.not_out_interface),
+            if m.random_fully { " fully-random" } else { "" }
         )?;
-        for n in &fw.forward_accept {
-            writeln!(s, "\t\tip saddr {n} accept")?;
-            writeln!(s, "\t\tip daddr {n} accept")?;
-        }
-        writeln!(s, "\t}}")?;
     }
+    writeln!(s, "\t}}")?;
+    writeln!(s, "\tchain forward {{")?;
+    writeln!(
+        s,
+        "\t\ttype filter hook forward priority filter; policy accept;"
+    )?;
+    let mut seen = Vec::new();
+    for n in &fw.forward_accept {
+        if seen.contains(n) {
+            continue;
+        }
+        seen.push(*n);
+        writeln!(s, "\t\tip saddr {n} accept")?;
+        writeln!(s, "\t\tip daddr {n} accept")?;
+    }
+    writeln!(s, "\t}}")?;
     writeln!(s, "}}")?;
     writeln!(s, "PODNET_NFT")
+}
+
+/// The name of the exception set of masquerade rule `i` (the applier's driver names them
+/// the same way).
+fn set_name(i: usize) -> String {
+    if i == 0 {
+        "nomasq".to_string()
+    } else {
+        format!("nomasq_{i}")
+    }
 }
 
 /// The owned chains, each declared (created or flushed) and filled in one
