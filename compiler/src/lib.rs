@@ -92,17 +92,34 @@ fn finish(
     };
     let mut sources = loaded.sources;
     let mut lock = None;
+    let mut unallocated = false;
     if let Some(c) = &mut cluster {
         if use_lock == UseLock::IfPresent {
             let lp = lock::lock_path(root);
             let before = sources.len();
+            let errors = diags.len();
             lock = lock::read(loader, &lp, &mut sources, &mut diags);
-            if let Some(l) = &lock {
-                let id = (sources.len() > before).then_some(span::FileId(before as u32));
-                lock::apply(c, l, id, &mut diags);
-            }
+            let usable = match &lock {
+                Some(l) => {
+                    let id = (sources.len() > before).then_some(span::FileId(before as u32));
+                    lock::apply(c, l, id, &mut diags)
+                }
+                // Absent (no diagnostic), or unreadable (already reported).
+                None => diags.len() == errors,
+            };
+            unallocated = usable;
         }
         check::check(c, &mut diags);
+        // Last, and only for an otherwise valid file: the remedy, `podnet lock`, refuses a
+        // file with errors, so before they are fixed this would only repeat them.
+        if unallocated && !diags.iter().any(Diagnostic::is_error) {
+            let lp = lock::lock_path(root);
+            let name = lp.file_name().map_or_else(
+                || lp.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            lock::unallocated(c, &name, lock.is_some(), &mut diags);
+        }
     }
     diag::sort(&mut diags);
     Compilation {

@@ -127,7 +127,6 @@ fn err_cases_match_their_diagnostics() {
 /// Codes that cannot come out of compiling a file, and the test that covers each instead.
 const COVERED_ELSEWHERE: &[(Code, &str)] = &[
     (Code::UnknownNode, "plan tests (a CLI node name)"),
-    (Code::Unallocated, "plan tests (a node with no subnet)"),
     (Code::Exhausted, "tests/lock.rs (a full pod CIDR)"),
     (
         Code::InputTooLarge,
