@@ -425,8 +425,15 @@ fn stale(cluster: &Cluster, lock: &Lock, diags: &mut Vec<Diagnostic>) {
 
 /// Reports the nodes that have no subnet, neither in the file nor in the lock file (one
 /// diagnostic for all of them): `plan`, `apply` and `watch` never allocate, so `check`
-/// refuses what they would refuse. `lock_name` is the lock file as the user names it.
-pub fn unallocated(cluster: &Cluster, lock_name: &str, has_lock: bool, diags: &mut Vec<Diagnostic>) {
+/// refuses what they would refuse. `file` and `lock_name` are the cluster file's and the
+/// lock file's names.
+pub fn unallocated(
+    cluster: &Cluster,
+    file: &str,
+    lock_name: &str,
+    has_lock: bool,
+    diags: &mut Vec<Diagnostic>,
+) {
     const SHOWN: usize = 4;
     let missing: Vec<&crate::model::Node> =
         cluster.nodes.iter().filter(|n| n.subnet.is_none()).collect();
@@ -457,8 +464,8 @@ pub fn unallocated(cluster: &Cluster, lock_name: &str, has_lock: bool, diags: &m
         d = d.also(n.name.span, "no subnet either");
     }
     diags.push(d.help(format!(
-        "run `podnet lock` to allocate {} into {lock_name}, and commit it with the cluster file \
-         (`plan`, `apply` and `watch` never allocate); or give the node a `subnet`",
+        "run `podnet lock {file}` to allocate {} into {lock_name}, and commit that file with \
+         the cluster file (`plan`, `apply` and `watch` never allocate); or give the node a `subnet`",
         if missing.len() == 1 { "one" } else { "them" }
     )));
 }
