@@ -477,12 +477,17 @@ impl Lower<'_> {
             }
             _ => return true,
         };
+        let (want, how) = match want {
+            "a string" => (want, "a TOML string, in quotes"),
+            // `mtu` is the one key that takes a number or a word.
+            "an integer" if key == "mtu" => ("an integer or \"auto\"", "a TOML integer, without quotes"),
+            "an integer" => (want, "a TOML integer, without quotes"),
+            _ => (want, "a TOML boolean, without quotes"),
+        };
         self.push(
             Diagnostic::error(Code::TomlValue, format!("`{key}` is {want}, not {found}"))
                 .at(a.span, found)
-                .help(format!(
-                    "write {fix} (schemas/cluster.schema.json gives every key's type)"
-                )),
+                .help(format!("write {fix} ({how})")),
         );
         false
     }
@@ -722,8 +727,12 @@ pub fn lower(
         }
     }
     let Some(cs) = cluster_stmt else {
-        let mut d = Diagnostic::error(Code::NoCluster, "no `cluster` block")
-            .help("add `cluster NAME { pod-cidr 10.244.0.0/16 }` to the root file");
+        let toml = root_span.is_some_and(|s| l.kind(s) == SourceKind::Toml);
+        let mut d = Diagnostic::error(Code::NoCluster, "no `cluster` block").help(if toml {
+            "add a `[cluster]` table with `name = \"NAME\"` and `pod-cidr = \"10.244.0.0/16\"` to the root file"
+        } else {
+            "add `cluster NAME { pod-cidr 10.244.0.0/16 }` to the root file"
+        });
         if let Some(span) = root_span {
             d = d.at(span, "the file starts here but defines no cluster");
         }
@@ -861,9 +870,10 @@ impl Lower<'_> {
                     format!("`{}` is not a MAC address", a.text),
                 )
                 .at(a.span, "expected six hex pairs separated by `:`")
-                .help(
-                    "write the VTEP MAC as flannel publishes it, e.g. `vtep-mac 0e:2f:6a:11:22:33`",
-                ),
+                .help(format!(
+                    "write the VTEP MAC as flannel publishes it, e.g. {}",
+                    hint::setting(self.kind(a.span), "vtep-mac", Val::Str("0e:2f:6a:11:22:33"))
+                )),
             );
             return None;
         };
@@ -1192,7 +1202,10 @@ impl Lower<'_> {
                     ),
                 )
                 .at(v.span, "this VNI makes the name too long")
-                .help("set `device` in the vxlan block, e.g. `device vxlan0`"),
+                .help(format!(
+                    "set `device` in the vxlan block, e.g. {}",
+                    hint::setting(self.kind(v.span), "device", Val::Str("vxlan0"))
+                )),
             );
             ok = false;
         }
@@ -1345,10 +1358,11 @@ impl Lower<'_> {
                 l.push(
                     Diagnostic::error(Code::CniDir, format!("CNI directory `{d}` {p}"))
                         .at(st.args[0].span, "not a directory podnet may write to")
-                        .help(
+                        .help(format!(
                             "write an absolute, normalised directory outside /proc, /sys, /dev \
-                             and /boot, e.g. `dir /etc/cni/net.d`",
-                        ),
+                             and /boot, e.g. {}",
+                            hint::setting(l.kind(st.keyword_span), "dir", Val::Str("/etc/cni/net.d"))
+                        )),
                 );
                 return None;
             }
@@ -1360,11 +1374,11 @@ impl Lower<'_> {
                 l.push(
                     Diagnostic::error(Code::CniFile, format!("CNI file name `{f}` {p}"))
                         .at(st.args[0].span, "not a plain CNI config file name")
-                        .help(
+                        .help(format!(
                             "write a name of A-Z, a-z, 0-9, `_`, `.` and `-` ending in \
-                             `.conflist` (or `.conf`), e.g. `file 10-podnet.conflist`; set the \
-                             directory with `dir`",
-                        ),
+                             `.conflist` (or `.conf`), e.g. {}; set the directory with `dir`",
+                            hint::setting(l.kind(st.keyword_span), "file", Val::Str("10-podnet.conflist"))
+                        )),
                 );
                 return None;
             }
