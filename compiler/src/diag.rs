@@ -45,7 +45,7 @@ codes! {
     ExpectedEnd => "podnet::syntax::expected_end", "Something follows a block on the same statement.";
     TooDeep => "podnet::syntax::too_deep", "Blocks are nested more deeply than podnet allows.";
     Toml => "podnet::syntax::toml", "The TOML file is not valid TOML.";
-    TomlValue => "podnet::syntax::toml_value", "A TOML value has a type podnet does not use (float, date, nested array).";
+    TomlValue => "podnet::syntax::toml_value", "A TOML value has a type the schema does not give its key (a string where a boolean or integer belongs, or the reverse), or one podnet never uses (float, date, nested array).";
     UnknownKey => "podnet::unknown_key", "A keyword is not known in this block.";
     DuplicateKey => "podnet::duplicate_key", "A key is given twice in one block.";
     MissingKey => "podnet::missing_key", "A required key is missing.";
