@@ -324,7 +324,11 @@ fn mtu(c: &Cluster, kind: SourceKind, diags: &mut Vec<Diagnostic>) {
                 .also(smallest.span, "smallest underlay MTU")
                 .help(format!(
                     "write {} or {}",
-                    hint::setting(kind, "mtu", Val::Int(&(smallest.value - overhead).to_string())),
+                    hint::setting(
+                        kind,
+                        "mtu",
+                        Val::Int(&(smallest.value - overhead).to_string())
+                    ),
                     hint::setting(kind, "mtu", Val::Str("auto"))
                 )),
             );

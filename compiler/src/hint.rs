@@ -72,7 +72,13 @@ pub fn with_args(kind: SourceKind, key: &str, args: &[Arg]) -> String {
 }
 
 /// A block with one setting: `` `cni { bridge cni0 }` `` / `` `[cluster.cni]` with `bridge = "cni0"` ``.
-pub fn block(kind: SourceKind, path: &str, mode: Option<&str>, key: &str, value: Val<'_>) -> String {
+pub fn block(
+    kind: SourceKind,
+    path: &str,
+    mode: Option<&str>,
+    key: &str,
+    value: Val<'_>,
+) -> String {
     let last = path.rsplit('.').next().unwrap_or(path);
     match kind {
         SourceKind::Podnet => {
@@ -97,19 +103,37 @@ mod tests {
 
     #[test]
     fn both_forms() {
-        assert_eq!(setting(SourceKind::Podnet, "hairpin", Val::Bool(true)), "`hairpin on`");
-        assert_eq!(setting(SourceKind::Toml, "hairpin", Val::Bool(true)), "`hairpin = true`");
+        assert_eq!(
+            setting(SourceKind::Podnet, "hairpin", Val::Bool(true)),
+            "`hairpin on`"
+        );
+        assert_eq!(
+            setting(SourceKind::Toml, "hairpin", Val::Bool(true)),
+            "`hairpin = true`"
+        );
         assert_eq!(
             setting(SourceKind::Toml, "pod-cidr", Val::Str("10.244.0.0/16")),
             "`pod-cidr = \"10.244.0.0/16\"`"
         );
         assert_eq!(setting(SourceKind::Toml, "vni", Val::Int("1")), "`vni = 1`");
         assert_eq!(
-            block(SourceKind::Podnet, "cluster.backend", Some("vxlan"), "direct-routing", Val::Bool(true)),
+            block(
+                SourceKind::Podnet,
+                "cluster.backend",
+                Some("vxlan"),
+                "direct-routing",
+                Val::Bool(true)
+            ),
             "`backend vxlan { direct-routing on }`"
         );
         assert_eq!(
-            block(SourceKind::Toml, "cluster.backend", Some("vxlan"), "direct-routing", Val::Bool(true)),
+            block(
+                SourceKind::Toml,
+                "cluster.backend",
+                Some("vxlan"),
+                "direct-routing",
+                Val::Bool(true)
+            ),
             "`[cluster.backend]` with `mode = \"vxlan\"` and `direct-routing = true`"
         );
     }

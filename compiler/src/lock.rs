@@ -435,8 +435,11 @@ pub fn unallocated(
     diags: &mut Vec<Diagnostic>,
 ) {
     const SHOWN: usize = 4;
-    let missing: Vec<&crate::model::Node> =
-        cluster.nodes.iter().filter(|n| n.subnet.is_none()).collect();
+    let missing: Vec<&crate::model::Node> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.subnet.is_none())
+        .collect();
     let Some(first) = missing.first() else {
         return;
     };

@@ -19,8 +19,7 @@ use crate::check::{MAX_MTU, MIN_POD_MTU};
 use crate::diag::{Code, Diagnostic};
 use crate::hint::{self, Val};
 use crate::model::{
-    Backend, Cluster, Cni, FirewallKind, Invalid, Masquerade, MasqueradeMode, Node, Spanned,
-    Vxlan,
+    Backend, Cluster, Cni, FirewallKind, Invalid, Masquerade, MasqueradeMode, Node, Spanned, Vxlan,
 };
 use crate::plan::Mac;
 use crate::span::{FileId, SourceKind, SourceMap, Span};
@@ -136,7 +135,12 @@ pub const FLANNEL_WORDS: &[(&str, &str, &str, Carry)] = &[
     ("public-ip", "node", "address", Carry::PublicIp),
     ("VNI", "backend vxlan", "vni", Carry::Same),
     ("Port", "backend vxlan", "port", Carry::Same),
-    ("DirectRouting", "backend vxlan", "direct-routing", Carry::Same),
+    (
+        "DirectRouting",
+        "backend vxlan",
+        "direct-routing",
+        Carry::Same,
+    ),
 ];
 
 /// The closest of `known` to `word`, if it is close enough to be a likely typo.
@@ -235,15 +239,22 @@ impl Lower<'_> {
                 continue;
             }
             // `vni = 1` in the podnet language: a key and its value are separated by a space.
-            if let Some(eq) = s.args.first().filter(|a| !a.quoted && matches!(a.text.as_str(), "=" | ":")) {
+            if let Some(eq) = s
+                .args
+                .first()
+                .filter(|a| !a.quoted && matches!(a.text.as_str(), "=" | ":"))
+            {
                 let rest = &s.args[1..];
                 self.push(
-                    Diagnostic::error(
-                        Code::Arity,
-                        format!("`{key}` takes no `{}`", eq.text),
-                    )
-                    .at(eq.span, "podnet separates a key from its value with a space")
-                    .help(format!("write {}", hint::with_args(SourceKind::Podnet, key, rest))),
+                    Diagnostic::error(Code::Arity, format!("`{key}` takes no `{}`", eq.text))
+                        .at(
+                            eq.span,
+                            "podnet separates a key from its value with a space",
+                        )
+                        .help(format!(
+                            "write {}",
+                            hint::with_args(SourceKind::Podnet, key, rest)
+                        )),
                 );
                 let mut fixed = s.clone();
                 fixed.args.remove(0);
@@ -256,7 +267,12 @@ impl Lower<'_> {
     }
 
     /// Reports an unknown key; returns the known key it stands for, if any (see [`Stands`]).
-    fn unknown_key(&mut self, s: &Statement, known: &'static [&'static str], block: &str) -> Stands {
+    fn unknown_key(
+        &mut self,
+        s: &Statement,
+        known: &'static [&'static str],
+        block: &str,
+    ) -> Stands {
         let kind = self.kind(s.keyword_span);
         let renamed = |key: &'static str| {
             let mut r = s.clone();
@@ -277,7 +293,11 @@ impl Lower<'_> {
                     Arg {
                         text: value.to_string(),
                         quoted: false,
-                        span: Span { file: s.keyword_span.file, start, end: s.keyword_span.end },
+                        span: Span {
+                            file: s.keyword_span.file,
+                            start,
+                            end: s.keyword_span.end,
+                        },
                     },
                 );
             }
@@ -285,9 +305,15 @@ impl Lower<'_> {
             self.push(
                 Diagnostic::error(
                     Code::UnknownKey,
-                    format!("unknown key `{}` in {block} (podnet has no `{sep}`)", s.keyword),
+                    format!(
+                        "unknown key `{}` in {block} (podnet has no `{sep}`)",
+                        s.keyword
+                    ),
                 )
-                .at(s.keyword_span, "a key and its value are separated by a space")
+                .at(
+                    s.keyword_span,
+                    "a key and its value are separated by a space",
+                )
                 .help(format!("write {}", hint::with_args(kind, key, &r.args))),
             );
             return Some((key, Some(r)));
@@ -388,9 +414,17 @@ impl Lower<'_> {
             } else {
                 format!("`{}` takes no block", s.keyword)
             };
-            let label = if toml { "unexpected table" } else { "unexpected block" };
+            let label = if toml {
+                "unexpected table"
+            } else {
+                "unexpected block"
+            };
             let help = self.example(s, ex);
-            self.push(Diagnostic::error(Code::Arity, msg).at(b.open, label).help(help));
+            self.push(
+                Diagnostic::error(Code::Arity, msg)
+                    .at(b.open, label)
+                    .help(help),
+            );
             return None;
         }
         if s.args.len() != n {
@@ -453,7 +487,10 @@ impl Lower<'_> {
                     "off" if key != "masquerade" => "false",
                     t => t,
                 };
-                ("a string", hint::setting(SourceKind::Toml, key, Val::Str(v)))
+                (
+                    "a string",
+                    hint::setting(SourceKind::Toml, key, Val::Str(v)),
+                )
             }
             Val::Int(e) if found != "an integer" => {
                 let v = if a.text.parse::<u64>().is_ok() {
@@ -461,7 +498,10 @@ impl Lower<'_> {
                 } else {
                     e
                 };
-                ("an integer", hint::setting(SourceKind::Toml, key, Val::Int(v)))
+                (
+                    "an integer",
+                    hint::setting(SourceKind::Toml, key, Val::Int(v)),
+                )
             }
             Val::Bool(_) if found != "a boolean" => {
                 let fix = match a.text.as_str() {
@@ -480,7 +520,9 @@ impl Lower<'_> {
         let (want, how) = match want {
             "a string" => (want, "a TOML string, in quotes"),
             // `mtu` is the one key that takes a number or a word.
-            "an integer" if key == "mtu" => ("an integer or \"auto\"", "a TOML integer, without quotes"),
+            "an integer" if key == "mtu" => {
+                ("an integer or \"auto\"", "a TOML integer, without quotes")
+            }
             "an integer" => (want, "a TOML integer, without quotes"),
             _ => (want, "a TOML boolean, without quotes"),
         };
@@ -789,7 +831,11 @@ impl Lower<'_> {
                         .at(s.span, "not a table")
                         .help(format!(
                             "write a `[{}]` table (see schemas/cluster.schema.json)",
-                            if s.keyword == "node" { "[node]" } else { &s.keyword }
+                            if s.keyword == "node" {
+                                "[node]"
+                            } else {
+                                &s.keyword
+                            }
                         ))
                 }
             };
@@ -963,10 +1009,12 @@ impl Lower<'_> {
         };
         invalid.pod_cidr = pod_cidr.is_none();
         let pod_cidr = pod_cidr.unwrap_or(Spanned::new(Ipv4Net::default(), at));
-        let subnet_len = opt!(subnet_len, "subnet-len", |st| self.one(st, Val::Int("24")).and_then(|a| {
-            self.int::<u8>(a, 1, 32, Code::SubnetLenInvalid, "subnet-len")
-                .map(|v| Spanned::new(v, a.span))
-        }))
+        let subnet_len = opt!(subnet_len, "subnet-len", |st| self
+            .one(st, Val::Int("24"))
+            .and_then(|a| {
+                self.int::<u8>(a, 1, 32, Code::SubnetLenInvalid, "subnet-len")
+                    .map(|v| Spanned::new(v, a.span))
+            }))
         .unwrap_or(Spanned::new(defaults::SUBNET_LEN, at));
         let service_cidr = opt!(other, "service-cidr", |st| self
             .one(st, Val::Str("10.96.0.0/12"))
@@ -999,11 +1047,12 @@ impl Lower<'_> {
             }
         }
         let backend = opt!(backend, "backend", |st| self.backend(st)).unwrap_or(Backend::HostGw);
-        let masquerade = opt!(masquerade, "masquerade", |st| self.masquerade(st)).unwrap_or(Masquerade {
-            mode: MasqueradeMode::Outbound,
-            except: Vec::new(),
-            random_fully: true,
-        });
+        let masquerade =
+            opt!(masquerade, "masquerade", |st| self.masquerade(st)).unwrap_or(Masquerade {
+                mode: MasqueradeMode::Outbound,
+                except: Vec::new(),
+                random_fully: true,
+            });
         let firewall = opt!(other, "firewall", |st| self
             .one(st, Val::Str("nftables"))
             .and_then(|a| self.choice(a, "firewall", FIREWALLS))
@@ -1101,7 +1150,10 @@ impl Lower<'_> {
                             SourceKind::Toml => "podnet calls this `mode`",
                         },
                     )
-                    .help(format!("`{}` is flannel's name for it: write {write}", t.keyword)),
+                    .help(format!(
+                        "`{}` is flannel's name for it: write {write}",
+                        t.keyword
+                    )),
                 );
                 let mode = self.choice(v, s.keyword.as_str(), options)?;
                 let rest = stmts.into_iter().filter(|x| !std::ptr::eq(*x, t)).collect();
@@ -1262,7 +1314,9 @@ impl Lower<'_> {
                         .at(st.keyword_span, "empty")
                         .help(match self.kind(st.keyword_span) {
                             SourceKind::Podnet => "write `except 10.0.0.0/8 192.168.0.0/16`",
-                            SourceKind::Toml => "write `except = [\"10.0.0.0/8\", \"192.168.0.0/16\"]`",
+                            SourceKind::Toml => {
+                                "write `except = [\"10.0.0.0/8\", \"192.168.0.0/16\"]`"
+                            }
                         }),
                 );
                 return None;
@@ -1320,7 +1374,13 @@ impl Lower<'_> {
                     .at(a.span, "unexpected argument")
                     .help(format!(
                         "write {}",
-                        hint::block(self.kind(s.keyword_span), "cluster.cni", None, "bridge", Val::Str("cni0"))
+                        hint::block(
+                            self.kind(s.keyword_span),
+                            "cluster.cni",
+                            None,
+                            "bridge",
+                            Val::Str("cni0")
+                        )
                     )),
             );
             return None;
@@ -1339,7 +1399,8 @@ impl Lower<'_> {
                 }
             };
         }
-        set!("name", c.name, |l: &mut Self, st| l.string(st, Val::Str("podnet")));
+        set!("name", c.name, |l: &mut Self, st| l
+            .string(st, Val::Str("podnet")));
         set!("bridge", c.bridge, |l: &mut Self, st| l
             .one(st, Val::Str("cni0"))
             .and_then(|a| l.ifname(a).map(|n| Spanned::new(n, a.span))));
@@ -1361,7 +1422,11 @@ impl Lower<'_> {
                         .help(format!(
                             "write an absolute, normalised directory outside /proc, /sys, /dev \
                              and /boot, e.g. {}",
-                            hint::setting(l.kind(st.keyword_span), "dir", Val::Str("/etc/cni/net.d"))
+                            hint::setting(
+                                l.kind(st.keyword_span),
+                                "dir",
+                                Val::Str("/etc/cni/net.d")
+                            )
                         )),
                 );
                 return None;
@@ -1377,7 +1442,11 @@ impl Lower<'_> {
                         .help(format!(
                             "write a name of A-Z, a-z, 0-9, `_`, `.` and `-` ending in \
                              `.conflist` (or `.conf`), e.g. {}; set the directory with `dir`",
-                            hint::setting(l.kind(st.keyword_span), "file", Val::Str("10-podnet.conflist"))
+                            hint::setting(
+                                l.kind(st.keyword_span),
+                                "file",
+                                Val::Str("10-podnet.conflist")
+                            )
                         )),
                 );
                 return None;
