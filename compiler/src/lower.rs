@@ -483,8 +483,8 @@ impl Lower<'_> {
             Val::Str(_) | Val::Hole(_) if found != "a string" => {
                 // A TOML boolean arrives as on/off: `masquerade = false` means the mode `off`.
                 let v = match a.text.as_str() {
-                    "on" if key != "masquerade" => "true",
-                    "off" if key != "masquerade" => "false",
+                    "on" if !matches!(key, "masquerade" | "mode") => "true",
+                    "off" if !matches!(key, "masquerade" | "mode") => "false",
                     t => t,
                 };
                 (
@@ -1174,7 +1174,9 @@ impl Lower<'_> {
             );
             return None;
         };
-        if !self.toml_type(&s.keyword, a, Val::Str(options[0])) {
+        // TOML: `backend = "vxlan"`, or `mode = "vxlan"` in a `[cluster.backend]` table.
+        let key = if s.block.is_some() { "mode" } else { s.keyword.as_str() };
+        if !self.toml_type(key, a, Val::Str(options[0])) {
             return None;
         }
         if let Some(extra) = s.args.get(1) {
