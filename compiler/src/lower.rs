@@ -1175,7 +1175,11 @@ impl Lower<'_> {
             return None;
         };
         // TOML: `backend = "vxlan"`, or `mode = "vxlan"` in a `[cluster.backend]` table.
-        let key = if s.block.is_some() { "mode" } else { s.keyword.as_str() };
+        let key = if s.block.is_some() {
+            "mode"
+        } else {
+            s.keyword.as_str()
+        };
         if !self.toml_type(key, a, Val::Str(options[0])) {
             return None;
         }

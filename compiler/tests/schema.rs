@@ -230,8 +230,14 @@ fn toml_values_must_have_the_schema_type() {
     let s = schema();
     // (schema object, the TOML table with the lines it needs).
     let tables: &[(&str, &str)] = &[
-        ("/$defs/cluster/properties", "[cluster]\nname = \"c\"\npod-cidr = \"10.244.0.0/16\"\n"),
-        ("/$defs/cluster/properties/cni/properties", "[cluster.cni]\n"),
+        (
+            "/$defs/cluster/properties",
+            "[cluster]\nname = \"c\"\npod-cidr = \"10.244.0.0/16\"\n",
+        ),
+        (
+            "/$defs/cluster/properties/cni/properties",
+            "[cluster.cni]\n",
+        ),
         (
             "/$defs/cluster/properties/backend/oneOf/1/properties",
             "[cluster.backend]\nmode = \"vxlan\"\n",
