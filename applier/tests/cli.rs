@@ -303,10 +303,14 @@ fn a_glob_through_a_symlink_loop_ends() {
     std::os::unix::fs::symlink("..", racks.join("loop")).expect("symlink");
     std::fs::write(
         racks.join("r1/a.podnet"),
-        "node a { address 10.0.0.1/24 }\n",
+        "node a { address 10.0.0.1/24; subnet 10.244.1.0/24 }\n",
     )
     .expect("a");
-    std::fs::write(racks.join("b.podnet"), "node b { address 10.0.0.2/24 }\n").expect("b");
+    std::fs::write(
+        racks.join("b.podnet"),
+        "node b { address 10.0.0.2/24; subnet 10.244.2.0/24 }\n",
+    )
+    .expect("b");
     let f = dir.path().join("cluster.podnet");
     std::fs::write(
         &f,

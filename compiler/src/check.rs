@@ -1,5 +1,7 @@
 //! Semantic checks over the lowered cluster: subnets, overlaps, duplicates, L2 reachability,
 //! MTU, masquerade exceptions and VTEP MACs. Every check pushes its own diagnostic code.
+//! A check that depends on a setting whose value was invalid ([`Invalid`]) is skipped; every
+//! other check runs, so an invalid value hides no unrelated problem.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -7,7 +9,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 
 use crate::diag::{Code, Diagnostic};
-use crate::model::{Backend, Cluster, MasqueradeMode};
+use crate::hint::{self, Val};
+use crate::model::{Backend, Cluster, Invalid, MasqueradeMode};
+use crate::span::SourceKind;
 
 /// Longest `subnet-len` accepted: a /30 still has a gateway and one pod address.
 pub const MAX_SUBNET_LEN: u8 = 30;
@@ -16,21 +20,33 @@ pub const MIN_POD_MTU: u32 = 576;
 /// Largest MTU accepted anywhere (the IPv4 total-length limit).
 pub const MAX_MTU: u32 = 65535;
 
-/// Runs every check on a lowered cluster.
-pub fn check(c: &Cluster, diags: &mut Vec<Diagnostic>) {
-    settings(c, diags);
-    nodes(c, diags);
-    segments(c, diags);
-    mtu(c, diags);
-    if let Backend::Vxlan(_) = c.backend {
+/// Runs every check on a lowered cluster whose settings `invalid` are placeholders; help
+/// lines are written in the syntax of `kind` (the cluster file's form).
+pub fn check(c: &Cluster, invalid: &Invalid, kind: SourceKind, diags: &mut Vec<Diagnostic>) {
+    let pod_known = !invalid.pod_cidr && !invalid.subnet_len;
+    settings(c, invalid, kind, diags);
+    nodes(c, pod_known, !invalid.pod_cidr, diags);
+    if !invalid.backend {
+        segments(c, kind, diags);
+    }
+    if !invalid.backend && !invalid.mtu {
+        mtu(c, kind, diags);
+    }
+    if !invalid.backend
+        && !invalid.name
+        && let Backend::Vxlan(_) = c.backend
+    {
         vtep_macs(c, diags, crate::mac::vtep_mac);
     }
 }
 
-fn settings(c: &Cluster, diags: &mut Vec<Diagnostic>) {
+fn settings(c: &Cluster, invalid: &Invalid, kind: SourceKind, diags: &mut Vec<Diagnostic>) {
+    if invalid.pod_cidr {
+        return;
+    }
     let pod = c.pod_cidr.value;
     let len = c.subnet_len.value;
-    if len < pod.prefix_len() || len > MAX_SUBNET_LEN {
+    if !invalid.subnet_len && (len < pod.prefix_len() || len > MAX_SUBNET_LEN) {
         diags.push(
             Diagnostic::error(Code::SubnetLenInvalid, format!("subnet-len {len} does not fit"))
                 .at(
@@ -54,10 +70,14 @@ fn settings(c: &Cluster, diags: &mut Vec<Diagnostic>) {
             )
             .at(c.pod_cidr.span, "pod CIDR")
             .also(svc.span, "service CIDR")
-            .help("pods and services need disjoint ranges, e.g. pod-cidr 10.244.0.0/16 and service-cidr 10.96.0.0/12"),
+            .help(format!(
+                "pods and services need disjoint ranges, e.g. {} and {}",
+                hint::setting(kind, "pod-cidr", Val::Str("10.244.0.0/16")),
+                hint::setting(kind, "service-cidr", Val::Str("10.96.0.0/12"))
+            )),
         );
     }
-    if c.masquerade.mode == MasqueradeMode::Outbound {
+    if !invalid.masquerade && c.masquerade.mode == MasqueradeMode::Outbound {
         for e in &c.masquerade.except {
             if e.value.contains(&pod) {
                 diags.push(
@@ -67,14 +87,19 @@ fn settings(c: &Cluster, diags: &mut Vec<Diagnostic>) {
                     )
                     .at(e.span, "this covers every pod address")
                     .also(c.pod_cidr.span, "pod CIDR")
-                    .help("the pod CIDR is never masqueraded in `outbound` mode; list only other destinations, or use `masquerade off`"),
+                    .help(format!(
+                        "the pod CIDR is never masqueraded in `outbound` mode; list only other destinations, or write {}",
+                        hint::setting(kind, "masquerade", Val::Str("off"))
+                    )),
                 );
             }
         }
     }
 }
 
-fn nodes(c: &Cluster, diags: &mut Vec<Diagnostic>) {
+/// `pod_known`: `pod-cidr` and `subnet-len` are real (not placeholders); `pod_cidr`: at
+/// least `pod-cidr` is.
+fn nodes(c: &Cluster, pod_known: bool, pod_cidr: bool, diags: &mut Vec<Diagnostic>) {
     let pod = c.pod_cidr.value;
     let len = c.subnet_len.value;
     let mut names: HashMap<&str, &crate::model::Node> = HashMap::with_capacity(c.nodes.len());
@@ -124,7 +149,7 @@ fn nodes(c: &Cluster, diags: &mut Vec<Diagnostic>) {
                 .help("write the node's own address with its segment's prefix, e.g. 10.4.7.21/24"),
             );
         }
-        if overlaps(seg, pod) {
+        if pod_cidr && overlaps(seg, pod) {
             diags.push(
                 Diagnostic::error(
                     Code::PodCidrOverlapsUnderlay,
@@ -135,7 +160,9 @@ fn nodes(c: &Cluster, diags: &mut Vec<Diagnostic>) {
                 .help("choose a pod CIDR outside every node network, e.g. 10.244.0.0/16"),
             );
         }
-        if let Some(s) = &n.subnet {
+        if let Some(s) = &n.subnet
+            && pod_known
+        {
             if !pod.contains(&s.value) {
                 diags.push(
                     Diagnostic::error(
@@ -167,6 +194,9 @@ fn nodes(c: &Cluster, diags: &mut Vec<Diagnostic>) {
         }
     }
     overlapping_subnets(c, diags);
+    if !pod_known {
+        return;
+    }
     let capacity = 1u64 << (u32::from(len.max(pod.prefix_len())) - u32::from(pod.prefix_len()));
     if c.nodes.len() as u64 > capacity {
         diags.push(
@@ -222,7 +252,7 @@ fn overlapping_subnets(c: &Cluster, diags: &mut Vec<Diagnostic>) {
     }
 }
 
-fn segments(c: &Cluster, diags: &mut Vec<Diagnostic>) {
+fn segments(c: &Cluster, kind: SourceKind, diags: &mut Vec<Diagnostic>) {
     if c.backend != Backend::HostGw {
         return;
     }
@@ -248,12 +278,15 @@ fn segments(c: &Cluster, diags: &mut Vec<Diagnostic>) {
             )
             .at(n.address.span, format!("segment {seg}"))
             .also(first.address.span, format!("segment {}", first.segment()))
-            .help("host-gw routes go straight to the peer's address and break across routers; use `backend vxlan { direct-routing on }`"),
+            .help(format!(
+                "host-gw routes go straight to the peer's address and break across routers; write {}",
+                hint::block(kind, "cluster.backend", Some("vxlan"), "direct-routing", Val::Bool(true))
+            )),
         );
     }
 }
 
-fn mtu(c: &Cluster, diags: &mut Vec<Diagnostic>) {
+fn mtu(c: &Cluster, kind: SourceKind, diags: &mut Vec<Diagnostic>) {
     let overhead = c.backend.overhead();
     let mut underlays = vec![(c.underlay_mtu, "cluster underlay-mtu")];
     underlays.extend(
@@ -290,8 +323,13 @@ fn mtu(c: &Cluster, diags: &mut Vec<Diagnostic>) {
                 .at(m.span, "too large")
                 .also(smallest.span, "smallest underlay MTU")
                 .help(format!(
-                    "write `mtu {}` or `mtu auto`",
-                    smallest.value - overhead
+                    "write {} or {}",
+                    hint::setting(
+                        kind,
+                        "mtu",
+                        Val::Int(&(smallest.value - overhead).to_string())
+                    ),
+                    hint::setting(kind, "mtu", Val::Str("auto"))
                 )),
             );
         }

@@ -45,7 +45,7 @@ codes! {
     ExpectedEnd => "podnet::syntax::expected_end", "Something follows a block on the same statement.";
     TooDeep => "podnet::syntax::too_deep", "Blocks are nested more deeply than podnet allows.";
     Toml => "podnet::syntax::toml", "The TOML file is not valid TOML.";
-    TomlValue => "podnet::syntax::toml_value", "A TOML value has a type podnet does not use (float, date, nested array).";
+    TomlValue => "podnet::syntax::toml_value", "A TOML value has a type the schema does not give its key (a string where a boolean or integer belongs, or the reverse), or one podnet never uses (float, date, nested array).";
     UnknownKey => "podnet::unknown_key", "A keyword is not known in this block.";
     DuplicateKey => "podnet::duplicate_key", "A key is given twice in one block.";
     MissingKey => "podnet::missing_key", "A required key is missing.";
@@ -87,7 +87,8 @@ codes! {
     DuplicateVtepMac => "podnet::duplicate_vtep_mac", "Two nodes have the same VTEP MAC, at least one of them set with `vtep-mac`.";
     LockInvalid => "podnet::lock::invalid", "The lock file is malformed.";
     LockMismatch => "podnet::lock::mismatch", "The lock file belongs to another cluster or is outdated for this node.";
-    Unallocated => "podnet::lock::unallocated", "A node has no subnet in the file nor in the lock file.";
+    Unallocated => "podnet::lock::unallocated", "A node has no subnet in the file nor in the lock file (`podnet lock` allocates one).";
+    LockStale => "podnet::lock::stale", "The lock file has an entry for a node the cluster no longer has (warning: `podnet lock` frees it, `podnet lock --check` fails until then).";
     Exhausted => "podnet::lock::exhausted", "No free subnet is left in `pod-cidr` for a new node.";
     UnknownNode => "podnet::unknown_node", "A node name given on the command line is not in the cluster.";
 }
@@ -103,6 +104,9 @@ impl fmt::Display for Code {
 pub enum Severity {
     Error,
     Warning,
+    /// Only for a related location rendered as its own report (never a diagnostic's own).
+    #[serde(skip)]
+    Advice,
 }
 
 /// A span with the text shown under it.
@@ -203,10 +207,12 @@ impl Diagnostic {
                 ));
             } else {
                 let f = sources.get(l.span.file);
+                // Advice, not the diagnostic's own severity: a related location is neither a
+                // second error nor a warning (miette prints the severity of each related report).
                 report.related.push(Report {
                     code: self.code.as_str(),
-                    severity: Severity::Warning,
-                    message: "related location".to_string(),
+                    severity: Severity::Advice,
+                    message: format!("see also {}", f.path.display()),
                     help: None,
                     source: Some(NamedSource::new(
                         f.path.display().to_string(),
@@ -314,6 +320,7 @@ impl miette::Diagnostic for Report {
         Some(match self.severity {
             Severity::Error => miette::Severity::Error,
             Severity::Warning => miette::Severity::Warning,
+            Severity::Advice => miette::Severity::Advice,
         })
     }
 

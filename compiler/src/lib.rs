@@ -4,6 +4,7 @@
 
 pub mod check;
 pub mod diag;
+pub mod hint;
 pub mod import;
 pub mod load;
 pub mod lock;
@@ -27,7 +28,8 @@ pub use span::SourceMap;
 /// The result of compiling one cluster description.
 pub struct Compilation {
     pub sources: SourceMap,
-    /// The lowered cluster, when lowering succeeded (it may still have check errors).
+    /// The lowered cluster, when the file has a cluster block. With errors it may hold
+    /// placeholders for invalid settings: use [`Compilation::valid_cluster`] to plan.
     pub cluster: Option<Cluster>,
     pub diagnostics: Vec<Diagnostic>,
     /// The lock file, when one was read.
@@ -85,24 +87,49 @@ fn finish(
     use_lock: UseLock,
     mut diags: Vec<Diagnostic>,
 ) -> Compilation {
-    let mut cluster = if loaded.files.is_empty() {
+    let lowered = if loaded.files.is_empty() {
         None
     } else {
-        lower::lower(&loaded.for_lowering(), &mut diags)
+        lower::lower(&loaded.for_lowering(), &loaded.sources, &mut diags)
+    };
+    let (mut cluster, invalid) = match lowered {
+        Some(l) => (Some(l.cluster), l.invalid),
+        None => (None, model::Invalid::default()),
     };
     let mut sources = loaded.sources;
     let mut lock = None;
+    let mut unallocated = false;
     if let Some(c) = &mut cluster {
-        if use_lock == UseLock::IfPresent {
+        // The lock's allocations are only meaningful for the cluster's real settings.
+        if use_lock == UseLock::IfPresent && !invalid.any() {
             let lp = lock::lock_path(root);
             let before = sources.len();
+            let errors = diags.len();
             lock = lock::read(loader, &lp, &mut sources, &mut diags);
-            if let Some(l) = &lock {
-                let id = (sources.len() > before).then_some(span::FileId(before as u32));
-                lock::apply(c, l, id, &mut diags);
-            }
+            let usable = match &lock {
+                Some(l) => {
+                    let id = (sources.len() > before).then_some(span::FileId(before as u32));
+                    lock::apply(c, l, id, &mut diags)
+                }
+                // Absent (no diagnostic), or unreadable (already reported).
+                None => diags.len() == errors,
+            };
+            unallocated = usable;
         }
-        check::check(c, &mut diags);
+        let kind = sources.get(c.name.span.file).kind;
+        check::check(c, &invalid, kind, &mut diags);
+        // Last, and only for an otherwise valid file: the remedy, `podnet lock`, refuses a
+        // file with errors, so before they are fixed this would only repeat them.
+        if unallocated && !diags.iter().any(Diagnostic::is_error) {
+            let name = |p: &Path| {
+                p.file_name().map_or_else(
+                    || p.display().to_string(),
+                    |n| n.to_string_lossy().into_owned(),
+                )
+            };
+            let lp = lock::lock_path(root);
+            lock::unallocated(c, &name(root), &name(&lp), lock.is_some(), &mut diags);
+        }
     }
     diag::sort(&mut diags);
     Compilation {

@@ -390,7 +390,14 @@ impl<'a> Walker<'a> {
                 self.diags.push(
                     Diagnostic::error(Code::Arity, "`include` takes one or more file patterns")
                         .at(s.span, "expected `include \"PATTERN\"`")
-                        .help(r#"write `include "nodes/*.podnet"` (relative to this file)"#),
+                        .help(match kind {
+                            SourceKind::Podnet => {
+                                r#"write `include "nodes/*.podnet"` (relative to this file)"#
+                            }
+                            SourceKind::Toml => {
+                                r#"write `include = ["nodes/*.toml"]` (relative to this file)"#
+                            }
+                        }),
                 );
                 continue;
             }

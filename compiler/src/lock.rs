@@ -336,12 +336,13 @@ pub fn read(
 
 /// Fills in node subnets from the lock (nodes without `subnet` in the file). A lock written
 /// for another cluster or pod CIDR is an error: the allocations would be meaningless.
+/// Returns whether the lock belongs to this cluster (and so was applied).
 pub fn apply(
     cluster: &mut Cluster,
     lock: &Lock,
     lock_file: Option<FileId>,
     diags: &mut Vec<Diagnostic>,
-) {
+) -> bool {
     if lock.cluster != cluster.name.value
         || lock.pod_cidr != cluster.pod_cidr.value
         || lock.subnet_len != cluster.subnet_len.value
@@ -365,8 +366,9 @@ pub fn apply(
             d = d.also(Span::new(f, 0, 0), "lock file");
         }
         diags.push(d);
-        return;
+        return false;
     }
+    stale(cluster, lock, diags);
     for n in &mut cluster.nodes {
         if n.subnet.is_none()
             && let Some(s) = lock.nodes.get(&n.name.value)
@@ -374,4 +376,99 @@ pub fn apply(
             n.subnet = Some(*s);
         }
     }
+    true
+}
+
+/// Warns about what `podnet lock --check` would change although the cluster can be planned:
+/// an entry for a node the cluster no longer has, and an entry that differs from the
+/// `subnet` the file gives the node. (Run before the lock's subnets are filled in.)
+fn stale(cluster: &Cluster, lock: &Lock, diags: &mut Vec<Diagnostic>) {
+    let nodes: HashMap<&str, &crate::model::Node> = cluster
+        .nodes
+        .iter()
+        .map(|n| (n.name.value.as_str(), n))
+        .collect();
+    for (name, s) in &lock.nodes {
+        match nodes.get(name.as_str()) {
+            None => diags.push(
+                Diagnostic::warning(
+                    Code::LockStale,
+                    format!("the lock file keeps subnet {} for node `{name}`, which the cluster no longer has", s.value),
+                )
+                .at(s.span, format!("no node `{name}` in the cluster"))
+                .help(format!(
+                    "run `podnet lock` to free {} (`podnet lock --check` fails until then); if `{name}` was removed by mistake, put it back",
+                    s.value
+                )),
+            ),
+            Some(n) => {
+                if let Some(f) = &n.subnet
+                    && f.value != s.value
+                {
+                    diags.push(
+                        Diagnostic::warning(
+                            Code::LockStale,
+                            format!(
+                                "node `{name}` has subnet {} in the file but {} in the lock file",
+                                f.value, s.value
+                            ),
+                        )
+                        .at(f.span, "the file's subnet is used")
+                        .also(s.span, "the lock file's entry")
+                        .help("run `podnet lock` to record the file's subnet (`podnet lock --check` fails until then)"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Reports the nodes that have no subnet, neither in the file nor in the lock file (one
+/// diagnostic for all of them): `plan`, `apply` and `watch` never allocate, so `check`
+/// refuses what they would refuse. `file` and `lock_name` are the cluster file's and the
+/// lock file's names.
+pub fn unallocated(
+    cluster: &Cluster,
+    file: &str,
+    lock_name: &str,
+    has_lock: bool,
+    diags: &mut Vec<Diagnostic>,
+) {
+    const SHOWN: usize = 4;
+    let missing: Vec<&crate::model::Node> = cluster
+        .nodes
+        .iter()
+        .filter(|n| n.subnet.is_none())
+        .collect();
+    let Some(first) = missing.first() else {
+        return;
+    };
+    let names: Vec<String> = missing
+        .iter()
+        .take(SHOWN)
+        .map(|n| format!("`{}`", n.name))
+        .collect();
+    let message = match missing.len() {
+        1 => format!("node `{}` has no subnet", first.name),
+        n if n <= SHOWN => format!("{n} nodes have no subnet: {}", names.join(", ")),
+        n => format!(
+            "{n} nodes have no subnet: {} and {} more",
+            names.join(", "),
+            n - SHOWN
+        ),
+    };
+    let label = if has_lock {
+        format!("no `subnet` here, and none in {lock_name}")
+    } else {
+        format!("no `subnet` here, and there is no {lock_name}")
+    };
+    let mut d = Diagnostic::error(Code::Unallocated, message).at(first.name.span, label);
+    for n in missing.iter().skip(1).take(SHOWN - 1) {
+        d = d.also(n.name.span, "no subnet either");
+    }
+    diags.push(d.help(format!(
+        "run `podnet lock {file}` to allocate {} into {lock_name}, and commit that file with \
+         the cluster file (`plan`, `apply` and `watch` never allocate); or give the node a `subnet`",
+        if missing.len() == 1 { "one" } else { "them" }
+    )));
 }

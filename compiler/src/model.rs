@@ -62,6 +62,28 @@ pub struct Cluster {
     pub nodes: Vec<Node>,
 }
 
+/// Settings of a lowered cluster that hold a placeholder because their value was invalid
+/// or missing (already reported): the checks that depend on them are skipped, the others
+/// still run. Such a cluster always comes with an error, so it is never planned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Invalid {
+    pub name: bool,
+    pub pod_cidr: bool,
+    pub subnet_len: bool,
+    pub backend: bool,
+    /// `mtu` or the cluster's `underlay-mtu`.
+    pub mtu: bool,
+    pub masquerade: bool,
+    /// Any other setting (none of the checks depends on it).
+    pub other: bool,
+}
+
+impl Invalid {
+    pub fn any(&self) -> bool {
+        *self != Invalid::default()
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Backend {
     HostGw,

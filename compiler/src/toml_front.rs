@@ -4,7 +4,8 @@
 //! Mapping: a table is a block; `name` (in `cluster`/`node`) and `mode` (in
 //! `backend`/`masquerade`) become the statement's argument; an array of scalars is a list
 //! of arguments; an array of tables (`[[node]]`) is one statement each; `true`/`false`
-//! become `on`/`off`. A `[node.NAME]` table of tables is accepted too.
+//! become `on`/`off`. A `[node.NAME]` table of tables is accepted too. A statement of an
+//! array of tables is located at its own `[[…]]` header.
 
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -58,8 +59,10 @@ fn entry(
         DeValue::Array(arr)
             if arr.iter().all(|v| matches!(v.get_ref(), DeValue::Table(_))) && !arr.is_empty() =>
         {
+            // Each `[[node]]` is its own statement, located at its own header (the key's
+            // span is the first header's only).
             for v in arr.iter() {
-                push(out, statement(&kw, kspan, v, file, diags));
+                push(out, statement(&kw, span_of(v, file), v, file, diags));
             }
         }
         // `[node."a.example.com"]`: a table of tables keyed by name.
@@ -71,7 +74,7 @@ fn entry(
                     .all(|(_, v)| matches!(v.get_ref(), DeValue::Table(_))) =>
         {
             for (name, v) in t.iter() {
-                let mut s = statement(&kw, kspan, v, file, diags);
+                let mut s = statement(&kw, span_of(v, file), v, file, diags);
                 s.args.insert(
                     0,
                     Arg {

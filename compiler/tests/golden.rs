@@ -127,7 +127,6 @@ fn err_cases_match_their_diagnostics() {
 /// Codes that cannot come out of compiling a file, and the test that covers each instead.
 const COVERED_ELSEWHERE: &[(Code, &str)] = &[
     (Code::UnknownNode, "plan tests (a CLI node name)"),
-    (Code::Unallocated, "plan tests (a node with no subnet)"),
     (Code::Exhausted, "tests/lock.rs (a full pod CIDR)"),
     (
         Code::InputTooLarge,
@@ -210,4 +209,50 @@ fn ok_cases_lower_to_their_model() {
         let cluster = c.cluster.as_ref().expect("lowered");
         compare(&summary(cluster), &expected);
     }
+}
+
+/// Replaces the lines between `<!-- NAME…-->` and `<!-- /NAME -->` in `text` with `body`.
+fn section(text: &str, name: &str, body: &str) -> String {
+    let open = format!("<!-- {name}:");
+    let close = format!("<!-- /{name} -->");
+    let (Some(a), Some(b)) = (text.find(&open), text.find(&close)) else {
+        panic!("docs/diagnostics.md has no {open} … {close} section");
+    };
+    let head_end = a + text[a..].find('\n').expect("marker line") + 1;
+    format!("{}{body}{}", &text[..head_end], &text[b..])
+}
+
+/// docs/diagnostics.md lists every code with its description, and every flannel word of the
+/// lowering's table: regenerated with PODNET_BLESS=1, compared otherwise.
+#[test]
+fn diagnostics_doc_matches_the_tables() {
+    use podnet_compiler::lower::{Carry, FLANNEL_WORDS};
+    let path = data().join("../../docs/diagnostics.md");
+    let text = std::fs::read_to_string(&path).expect("docs/diagnostics.md");
+    let mut codes = String::from("| code | when |\n|---|---|\n");
+    for c in Code::ALL {
+        codes.push_str(&format!(
+            "| `{}` | {} |\n",
+            c.as_str(),
+            c.description().replace('|', "\\|")
+        ));
+    }
+    let mut words = String::from("| flannel | in | podnet |\n|---|---|---|\n");
+    for (word, block, key, carry) in FLANNEL_WORDS {
+        let note = match carry {
+            Carry::Same => String::new(),
+            Carry::IpMasq => " (`outbound` for on, `off` for off)".to_string(),
+            Carry::PublicIp => " (with the node network's prefix length)".to_string(),
+        };
+        words.push_str(&format!("| `{word}` | {block} | `{key}`{note} |\n"));
+    }
+    let want = section(&section(&text, "codes", &codes), "flannel-words", &words);
+    if std::env::var_os("PODNET_BLESS").is_some() {
+        std::fs::write(&path, &want).expect("write docs/diagnostics.md");
+        return;
+    }
+    assert_eq!(
+        text, want,
+        "docs/diagnostics.md differs from the code and flannel-word tables (PODNET_BLESS=1 regenerates it)"
+    );
 }

@@ -196,3 +196,119 @@ interface = "-eth0""#,
         assert!(!validator.is_valid(&doc), "schema accepted:\n{bad}");
     }
 }
+
+/// The JSON type the schema gives a property (`$ref`s resolved; an enum is a string; of a
+/// `oneOf`, the first alternative that is not an object: `mtu` is an integer (or "auto"),
+/// `backend`'s short form a string).
+fn schema_type(s: &Value, prop: &Value) -> String {
+    if let Some(r) = prop.get("$ref").and_then(Value::as_str) {
+        let target = s
+            .pointer(r.trim_start_matches('#'))
+            .unwrap_or_else(|| panic!("{r}"));
+        return schema_type(s, target);
+    }
+    if let Some(t) = prop.get("type").and_then(Value::as_str) {
+        return t.to_string();
+    }
+    if prop.get("enum").is_some() || prop.get("const").is_some() {
+        return "string".to_string();
+    }
+    if let Some(alts) = prop.get("oneOf").and_then(Value::as_array) {
+        return alts
+            .iter()
+            .map(|a| schema_type(s, a))
+            .find(|t| t != "object")
+            .unwrap_or_else(|| "object".to_string());
+    }
+    panic!("no type in {prop}")
+}
+
+/// For every scalar key of the schema, a TOML value of another type than the schema's is a
+/// `podnet::syntax::toml_value` error naming the key (and the base file without it is clean).
+#[test]
+fn toml_values_must_have_the_schema_type() {
+    let s = schema();
+    // (schema object, the TOML table with the lines it needs).
+    let tables: &[(&str, &str)] = &[
+        (
+            "/$defs/cluster/properties",
+            "[cluster]\nname = \"c\"\npod-cidr = \"10.244.0.0/16\"\n",
+        ),
+        (
+            "/$defs/cluster/properties/cni/properties",
+            "[cluster.cni]\n",
+        ),
+        (
+            "/$defs/cluster/properties/backend/oneOf/1/properties",
+            "[cluster.backend]\nmode = \"vxlan\"\n",
+        ),
+        (
+            "/$defs/cluster/properties/masquerade/oneOf/1/properties",
+            "[cluster.masquerade]\nmode = \"outbound\"\n",
+        ),
+        (
+            "/$defs/nodeFields/properties",
+            "[[node]]\nname = \"a\"\naddress = \"10.0.0.1/24\"\nsubnet = \"10.244.1.0/24\"\n",
+        ),
+    ];
+    let base_cluster = "[cluster]\nname = \"c\"\npod-cidr = \"10.244.0.0/16\"\n";
+    let base_node =
+        "[[node]]\nname = \"a\"\naddress = \"10.0.0.1/24\"\nsubnet = \"10.244.1.0/24\"\n";
+    let compile_toml = |text: String| {
+        podnet_compiler::compile_text(
+            &podnet_compiler::MemLoader::default(),
+            Path::new("c.toml"),
+            text,
+            UseLock::No,
+        )
+    };
+    assert!(
+        compile_toml(format!("{base_cluster}\n{base_node}"))
+            .diagnostics
+            .is_empty()
+    );
+    let mut tried = 0;
+    for (path, header) in tables {
+        let props = s
+            .pointer(path)
+            .and_then(Value::as_object)
+            .unwrap_or_else(|| panic!("{path}"));
+        for (key, prop) in props {
+            let ty = schema_type(&s, prop);
+            let wrong: &[&str] = match ty.as_str() {
+                "boolean" => &["\"on\"", "1"],
+                "integer" => &["\"24\"", "true"],
+                "string" => &["1", "false"],
+                "array" => &["[1]", "[true]"],
+                _ => continue, // tables (`cni`, …) are covered by their own rows
+            };
+            for w in wrong {
+                // The key replaces the header's own line of the same name, if any.
+                let head: String = header
+                    .lines()
+                    .filter(|l| !l.starts_with(&format!("{key} =")))
+                    .map(|l| format!("{l}\n"))
+                    .collect();
+                let text = match *path {
+                    p if p.starts_with("/$defs/nodeFields") => {
+                        format!("{base_cluster}\n{head}{key} = {w}\n")
+                    }
+                    "/$defs/cluster/properties" => format!("{head}{key} = {w}\n\n{base_node}"),
+                    _ => format!("{base_cluster}\n{head}{key} = {w}\n\n{base_node}"),
+                };
+                let c = compile_toml(text.clone());
+                let hit = c.diagnostics.iter().any(|d| {
+                    d.code == podnet_compiler::Code::TomlValue
+                        && d.message.starts_with(&format!("`{key}` is "))
+                });
+                assert!(
+                    hit,
+                    "{key} ({ty}) = {w} is not a TOML type error:\n{text}\n{:#?}",
+                    c.diagnostics
+                );
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried > 40, "only {tried} wrong values tried");
+}

@@ -1,4 +1,6 @@
-//! `podnet check`: compile every file and report every problem (exit 0 clean, 1 on errors).
+//! `podnet check`: compile every file with its lock and report every problem, including what
+//! `plan` would refuse (a node without a subnet); exit 0 when clean or with warnings only, 1
+//! on errors.
 
 use podnet_compiler::{FsLoader, UseLock, compile};
 use std::io::Write as _;
@@ -18,7 +20,16 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<i32> {
             }
             DiagFormat::Human => {
                 report::print(&c.sources, &c.diagnostics, args.format)?;
+                let warnings = c.diagnostics.iter().filter(|d| !d.is_error()).count();
                 match (report::summary(&c.diagnostics), &c.cluster) {
+                    // Warnings alone do not fail the check: say so, with the count.
+                    (Some(_), Some(cl)) if !c.has_errors() => eprintln!(
+                        "{}: ok with {warnings} warning{} (cluster {}, {} nodes)",
+                        file.display(),
+                        if warnings == 1 { "" } else { "s" },
+                        cl.name,
+                        cl.nodes.len()
+                    ),
                     (Some(s), _) => eprintln!("{}: {s}", file.display()),
                     (None, Some(cl)) => eprintln!(
                         "{}: ok (cluster {}, {} nodes)",
