@@ -35,7 +35,7 @@ use crate::observe::{self, Scope};
 
 pub use preflight::{Tool, missing_tool};
 pub use reconcile::Reconciled;
-pub use repair::Repaired;
+pub use repair::{Repaired, entries_only};
 pub use teardown::TornDown;
 
 /// Whether the engine takes the applier lock (writers) or only reads.
@@ -193,6 +193,9 @@ pub struct Engine {
     firewall: FirewallMode,
     adopt: bool,
     journal: Option<Journal>,
+    /// The hash of the plan (as given, not rooted) this engine last applied and verified
+    /// in full: what [`Engine::apply_change`] may start from.
+    applied: Option<String>,
     _lock: Option<journal::Lock>,
 }
 
@@ -213,6 +216,7 @@ impl Engine {
             firewall: FirewallMode::Managed,
             adopt: false,
             journal: Journal::load(root)?,
+            applied: None,
             _lock: lock,
         })
     }
