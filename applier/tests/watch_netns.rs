@@ -1277,3 +1277,103 @@ fn a_link_flap_while_a_new_config_conflicts_restores_the_last_good_routes() {
         &d,
     );
 }
+
+/// A config change that only adds, removes or moves nodes goes the short way (the changed
+/// routes, neighbours and FDB entries repaired against the daemon's model, no full
+/// re-read): after each edit the node equals a fresh apply of that config, nothing is
+/// stale (no nexthop of a removed node left), `status` is clean against the journaled
+/// plan, and a full resync afterwards finds nothing to change.
+#[test]
+fn a_change_of_nodes_only_is_applied_as_a_change_equal_to_a_fresh_apply() {
+    let base = "cluster t {
+    pod-cidr 10.244.0.0/16
+    backend vxlan { direct-routing on }
+}
+node n1 { address 192.168.56.11/24; subnet 10.244.1.0/24 }
+node n2 { address 192.168.56.12/24; subnet 10.244.2.0/24 }
+node n3 { address 192.168.57.13/24; subnet 10.244.3.0/24 }
+";
+    let n4 = "node n4 { address 192.168.57.14/24; subnet 10.244.4.0/24 }\n";
+    let n5 = "node n5 { address 192.168.56.15/24; subnet 10.244.5.0/24 }\n";
+    let n3 = "node n3 { address 192.168.57.13/24; subnet 10.244.3.0/24 }\n";
+    let configs = [
+        // a tunnelled node added
+        format!("{base}{n4}"),
+        // a direct node added
+        format!("{base}{n4}{n5}"),
+        // a tunnelled node removed
+        format!("{base}{n4}{n5}").replace(n3, ""),
+        // a node moved: its address (tunnel → direct) and its subnet change
+        format!("{base}{n4}{n5}").replace(n3, "").replace(
+            "192.168.57.14/24; subnet 10.244.4.0/24",
+            "192.168.56.14/24; subnet 10.244.9.0/24",
+        ),
+        // a direct node moved behind the tunnel, and the removed node back
+        format!("{base}{n5}").replace("192.168.56.15/24", "192.168.57.15/24"),
+    ];
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(dir.path(), "cluster.podnet", base);
+    let n = Node::new("wq", "192.168.56.11/24");
+    let mut d = Daemon::start(&n.ns, &file, n.root(), &[]);
+    d.ready(Duration::from_secs(10));
+    const SHORT: &str = "the change applied without a full re-read";
+    for (i, text) in configs.iter().enumerate() {
+        let fresh = Node::new(&format!("wq{i}"), "192.168.56.11/24");
+        let fresh_file = write(dir.path(), &format!("fresh{i}.podnet"), text);
+        fresh.ok(&["apply", fresh_file.to_str().expect("utf-8")]);
+        let want = owned_state(&fresh);
+        replace(&file, text);
+        wait_state(&n, &want, Duration::from_secs(5), &format!("edit {i}"), &d);
+        let ok = eventually(Duration::from_secs(2), || {
+            d.log().matches(SHORT).count() == i + 1
+        });
+        assert!(ok, "edit {i} did not go the short way:\n{}", d.log());
+        let live = n.podnet(&[
+            "plan",
+            file.to_str().expect("utf-8"),
+            "--node",
+            "n1",
+            "--live",
+            "--detailed-exitcode",
+        ]);
+        assert_eq!(
+            live.status.code(),
+            Some(0),
+            "edit {i}: plan --live:\n{}{}",
+            String::from_utf8_lossy(&live.stdout),
+            String::from_utf8_lossy(&live.stderr)
+        );
+        let status = n.podnet(&["status", "--detailed-exitcode"]);
+        assert_eq!(
+            status.status.code(),
+            Some(0),
+            "edit {i}: status:\n{}{}",
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr)
+        );
+    }
+    assert!(
+        !d.log()
+            .contains("\"message\":\"node converged\",\"reason\":\"config changed\""),
+        "a config change was reconciled in full:\n{}",
+        d.log()
+    );
+    // A full resync (SIGHUP) afterwards finds nothing to do.
+    let full = "podnet_reconcile_duration_seconds_count{mode=\"full\"}";
+    let before = metric(&d.ns, full).expect("full reconciles counted");
+    let logged = d.log().len();
+    let _ = Command::new("kill")
+        .args(["-HUP", &d.child.id().to_string()])
+        .status();
+    let ok = eventually(Duration::from_secs(5), || {
+        metric(&d.ns, full).is_some_and(|v| v > before)
+    });
+    assert!(ok, "no full reconcile after SIGHUP:\n{}", d.log());
+    let after = d.log();
+    let tail = after.get(logged..).unwrap_or_default();
+    assert!(
+        !tail.contains("repaired drift") && !tail.contains("\"message\":\"applied\""),
+        "the resync after the short way changed something:\n{tail}"
+    );
+    assert_eq!(d.stop(), Some(0));
+}

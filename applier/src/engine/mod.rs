@@ -36,7 +36,7 @@ use crate::observe::{self, Scope};
 
 pub use preflight::{Tool, missing_tool};
 pub use reconcile::Reconciled;
-pub use repair::Repaired;
+pub use repair::{Repaired, entries_only};
 pub use teardown::TornDown;
 
 /// Whether the engine takes the applier lock (writers) or only reads.
@@ -196,6 +196,9 @@ pub struct Engine {
     firewall: FirewallMode,
     adopt: bool,
     journal: Option<Journal>,
+    /// The hash of the plan (as given, not rooted) this engine last applied and verified
+    /// in full: what [`Engine::apply_change`] may start from.
+    applied: Option<String>,
     _lock: Option<journal::Lock>,
 }
 
@@ -216,6 +219,7 @@ impl Engine {
             firewall: FirewallMode::Managed,
             adopt: false,
             journal: Journal::load(root)?,
+            applied: None,
             _lock: lock,
         })
     }

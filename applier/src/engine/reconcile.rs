@@ -57,6 +57,8 @@ impl Engine {
         plan: &NodePlan,
         early: Option<Observed>,
     ) -> Result<Reconciled, EngineError> {
+        // Until this call has verified the node, it is not known to be on any plan.
+        self.applied = None;
         preflight::validate(plan)?;
         let rooted = self.rooted(plan);
         preflight::confined(&rooted, self.root())?;
@@ -82,6 +84,7 @@ impl Engine {
         })?;
         let (reconciled, journal) = result?;
         self.journal = journal;
+        self.applied = reconciled.converged().then(|| journal::plan_hash(plan));
         Ok(reconciled)
     }
 }

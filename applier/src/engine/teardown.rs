@@ -60,6 +60,7 @@ impl Engine {
         let loaded = self.journal.clone();
         let firewall = self.firewall;
         let target = self.target.clone();
+        self.applied = None;
         let t = target.run(|| run(root.as_deref(), loaded.as_ref(), firewall))??;
         if t.failures.is_empty() && t.remaining.is_empty() {
             self.journal = None;

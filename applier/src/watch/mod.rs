@@ -445,7 +445,9 @@ impl Daemon {
                     h.converged = Err("the newest config is not applied yet".into());
                 });
                 self.reloaded("applied");
-                self.full_soon(Instant::now(), if first { Why::Start } else { Why::Config });
+                if first || !self.apply_change() {
+                    self.full_soon(Instant::now(), if first { Why::Start } else { Why::Config });
+                }
             }
             Err(e) => {
                 let applied = self.applied.clone();
@@ -627,6 +629,69 @@ impl Daemon {
         }
     }
 
+    /// A new config that changes nothing but routes, neighbours and FDB entries (a node
+    /// added, removed or moved), applied as a plan-to-plan change: the entries that differ
+    /// between the plan the node is on and the new one, repaired against the model like a
+    /// kernel event's, and the journal moved on to the new plan ([`Engine::apply_change`]).
+    /// Only from a node known to be converged (no full reconcile due, nothing refused, no
+    /// re-read pending). Returns whether it was applied; if not, the caller reconciles in
+    /// full.
+    fn apply_change(&mut self) -> bool {
+        if self.full_at.is_some() || self.refused.is_some() || self.touched.full.is_some() {
+            return false;
+        }
+        let (Some(c), Some(old), Some(model)) = (&self.wanted, &self.applied, &mut self.model)
+        else {
+            return false;
+        };
+        let (new, old) = (Arc::clone(&c.plan), Arc::clone(old));
+        if !crate::engine::entries_only(&old, &new) {
+            return false;
+        }
+        let started = Instant::now();
+        let Some(t) = model.change(&old, &new) else {
+            return false;
+        };
+        let part = model.part(&new, &t);
+        let result =
+            self.engine
+                .apply_change(&old, &new, &part.plan, &part.observed, &part.deletable);
+        let elapsed = started.elapsed();
+        self.metrics
+            .reconcile_duration
+            .get_or_create(&Mode {
+                mode: "change".into(),
+            })
+            .observe(elapsed.as_secs_f64());
+        let why = match result {
+            Ok(r) if r.escalate.is_none() => {
+                self.applied = Some(new);
+                self.backoff.reset();
+                self.log_changes(&r.changes, false);
+                info!(
+                    reason = Why::Config.as_str(),
+                    changes = r.changes.ops.len(),
+                    ms = elapsed.as_secs_f64() * 1000.0,
+                    "node converged (the change applied without a full re-read)"
+                );
+                self.metrics.config_valid.set(1);
+                self.metrics.last_success.set(unix_now());
+                self.set_health(|h| {
+                    h.applied = Ok(());
+                    h.converged = Ok(());
+                });
+                return true;
+            }
+            Ok(r) => r.escalate.unwrap_or_default(),
+            Err(e) => e.to_string(),
+        };
+        info!(reason = %why, "the config change needs a full reconcile");
+        if let Some(m) = &mut self.model {
+            m.replan(&old);
+        }
+        false
+    }
+
     /// While the newest config is refused: a full reconcile of the plan the kernel is on
     /// (the last good one), so that drift never costs what was working.
     fn repair_last_good(&mut self, last: Arc<NodePlan>, why: Why, retry: Duration) {
@@ -697,8 +762,10 @@ impl Daemon {
             return;
         };
         let started = Instant::now();
-        let (part, obs) = model.part(plan, &t);
-        let result = self.engine.repair(&part, &obs);
+        let part = model.part(plan, &t);
+        let result = self
+            .engine
+            .repair(&part.plan, &part.observed, &part.deletable);
         let elapsed = started.elapsed();
         self.metrics
             .reconcile_duration

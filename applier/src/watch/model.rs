@@ -21,14 +21,14 @@ use crate::kernel::neigh::{Fdb, Neigh};
 use crate::kernel::nexthop::Nexthop;
 use crate::kernel::route::{Route, Target};
 
-/// The objects kernel events changed since the last repair.
+/// The objects kernel events (or a config change) touched since the last repair.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touched {
     pub routes: BTreeSet<Ipv4Net>,
-    /// (device name, neighbour address)
-    pub neighs: BTreeSet<(String, Ipv4Addr)>,
-    /// (device name, MAC)
-    pub fdb: BTreeSet<(String, [u8; 6])>,
+    /// (link index, neighbour address)
+    pub neighs: BTreeSet<(u32, Ipv4Addr)>,
+    /// (link index, MAC)
+    pub fdb: BTreeSet<(u32, [u8; 6])>,
     /// Links whose planned attributes may have changed (checked against the plan).
     pub links: bool,
     /// Why only a full re-read will do (the first reason seen).
@@ -53,40 +53,106 @@ impl Touched {
     }
 }
 
-/// The plan's objects by key (built once per plan).
+/// The plan's objects by key (built once per plan). Keys are small and copied, not device
+/// names: a neighbour or FDB entry's device is its position in `devs` (a plan has one or
+/// two such devices), and plan entries are `u32` positions — at 20,000 nodes a name per
+/// key cost megabytes.
 struct Index {
-    routes: HashMap<Ipv4Net, usize>,
-    neighs: HashMap<(String, Ipv4Addr), usize>,
-    fdb: HashMap<(String, [u8; 6]), Vec<usize>>,
+    /// The devices the plan's neighbours and FDB entries are on.
+    devs: Vec<String>,
+    routes: HashMap<Ipv4Net, u32>,
+    neighs: HashMap<(u32, Ipv4Addr), u32>,
+    /// The first planned entry of each (device, MAC) …
+    fdb: HashMap<(u32, [u8; 6]), u32>,
+    /// … and the further ones, for a MAC planned with several destinations (rare).
+    fdb_more: HashMap<(u32, [u8; 6]), Vec<u32>>,
     links: HashSet<String>,
+}
+
+/// A plan position as stored in the index (plans hold far fewer than 2³² entries).
+fn pos(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
 }
 
 impl Index {
     fn of(plan: &NodePlan) -> Index {
-        let mut fdb: HashMap<(String, [u8; 6]), Vec<usize>> = HashMap::new();
+        let mut devs: Vec<String> = Vec::new();
+        let mut slot = |name: &str| -> u32 {
+            match devs.iter().position(|d| d == name) {
+                Some(i) => pos(i),
+                None => {
+                    devs.push(name.to_string());
+                    pos(devs.len() - 1)
+                }
+            }
+        };
+        let mut neighs = HashMap::with_capacity(plan.neighbours.len());
+        for (i, n) in plan.neighbours.iter().enumerate() {
+            neighs.insert((slot(&n.dev), n.ip), pos(i));
+        }
+        let mut fdb = HashMap::with_capacity(plan.fdb.len());
+        let mut fdb_more: HashMap<(u32, [u8; 6]), Vec<u32>> = HashMap::new();
         for (i, f) in plan.fdb.iter().enumerate() {
-            fdb.entry((f.dev.clone(), f.mac.0)).or_default().push(i);
+            let key = (slot(&f.dev), f.mac.0);
+            if fdb.contains_key(&key) {
+                fdb_more.entry(key).or_default().push(pos(i));
+            } else {
+                fdb.insert(key, pos(i));
+            }
         }
         Index {
             routes: plan
                 .routes
                 .iter()
                 .enumerate()
-                .map(|(i, r)| (r.dst, i))
+                .map(|(i, r)| (r.dst, pos(i)))
                 .collect(),
-            neighs: plan
-                .neighbours
-                .iter()
-                .enumerate()
-                .map(|(i, n)| ((n.dev.clone(), n.ip), i))
-                .collect(),
+            neighs,
             fdb,
+            fdb_more,
             links: plan.links.iter().map(|l| l.name.clone()).collect(),
+            devs,
         }
+    }
+
+    fn dev(&self, name: &str) -> Option<u32> {
+        self.devs.iter().position(|d| d == name).map(pos)
+    }
+
+    fn neigh(&self, dev: &str, ip: Ipv4Addr) -> Option<usize> {
+        let d = self.dev(dev)?;
+        self.neighs.get(&(d, ip)).map(|&i| i as usize)
+    }
+
+    /// The plan positions of every FDB entry planned for (`dev`, `mac`), in plan order.
+    fn fdb_entries(&self, dev: &str, mac: [u8; 6]) -> impl Iterator<Item = usize> + '_ {
+        let key = self.dev(dev).map(|d| (d, mac));
+        let first = key.and_then(|k| self.fdb.get(&k)).copied();
+        let more = key.and_then(|k| self.fdb_more.get(&k));
+        first
+            .into_iter()
+            .chain(more.into_iter().flatten().copied())
+            .map(|i| i as usize)
     }
 }
 
-/// The node as last observed and updated by events since.
+/// A nexthop's key as a planned route asks for it: (gateway, device, onlink).
+type NhKey = (Ipv4Addr, u32, bool);
+
+fn nh_key(n: &Nexthop) -> NhKey {
+    (n.gateway, n.ifindex, n.onlink)
+}
+
+/// One entry of [`Model::users`]: (nexthop id, destination address, prefix length).
+type User = (u32, u32, u8);
+
+fn user(id: u32, dst: Ipv4Net) -> User {
+    (id, u32::from(dst.addr()), dst.prefix_len())
+}
+
+/// The node as last observed and updated by events since. Every index is a flat set or
+/// map of small copied keys (no collection per object): at 20,000 nodes a set per
+/// nexthop alone cost several MiB.
 pub struct Model {
     index: Index,
     underlay: String,
@@ -96,16 +162,29 @@ pub struct Model {
     owned: BTreeSet<u32>,
     addrs: Vec<Addr>,
     routes: HashMap<Ipv4Net, Route>,
-    /// The routes of `routes` that use each nexthop (a deleted nexthop takes them along).
-    users: HashMap<u32, HashSet<Ipv4Net>>,
+    /// Which routes of `routes` use each nexthop (a deleted nexthop takes them along).
+    users: BTreeSet<User>,
     foreign: HashSet<Ipv4Net>,
     nexthops: HashMap<u32, Nexthop>,
-    /// podnet's nexthops by (gateway, device, onlink): the ones a planned route can reuse.
-    by_key: HashMap<(Ipv4Addr, u32, bool), BTreeSet<u32>>,
+    /// podnet's nexthops by (gateway, device, onlink) and id: the ones a planned route can
+    /// reuse.
+    by_key: BTreeSet<(Ipv4Addr, u32, bool, u32)>,
     other_ids: HashSet<u32>,
     neighs: HashMap<(u32, Ipv4Addr), Neigh>,
-    /// By (device, MAC): a vxlan device may hold several entries for one MAC.
-    fdb: HashMap<(u32, [u8; 6]), Vec<Fdb>>,
+    /// FDB entries by (device, MAC, destination) → permanent: a vxlan device may hold
+    /// several entries for one MAC.
+    fdb: BTreeMap<(u32, [u8; 6], Option<Ipv4Addr>), bool>,
+}
+
+/// What [`Model::part`] cuts out for a repair.
+pub struct Part {
+    /// The plan reduced to the touched objects (links and addresses whole).
+    pub plan: NodePlan,
+    /// The model's observation of exactly those objects.
+    pub observed: Observed,
+    /// The nexthops of `observed` that no route outside the part uses: the repair may
+    /// delete these when the part's routes no longer need them.
+    pub deletable: BTreeSet<u32>,
 }
 
 impl Model {
@@ -119,24 +198,22 @@ impl Model {
             links: obs.links.into_iter().map(|l| (l.index, l)).collect(),
             owned: obs.owned,
             addrs: obs.addrs,
-            routes: HashMap::new(),
-            users: HashMap::new(),
+            routes: HashMap::with_capacity(obs.routes.len()),
+            users: BTreeSet::new(),
             foreign: obs.foreign_routes,
-            nexthops: HashMap::new(),
-            by_key: HashMap::new(),
+            nexthops: HashMap::with_capacity(obs.nexthops.len()),
+            by_key: BTreeSet::new(),
             other_ids: obs.other_nexthop_ids.into_iter().collect(),
             neighs: obs
                 .neighs
                 .into_iter()
                 .map(|n| ((n.index, n.ip), n))
                 .collect(),
-            fdb: {
-                let mut m: HashMap<(u32, [u8; 6]), Vec<Fdb>> = HashMap::new();
-                for f in obs.fdb {
-                    m.entry((f.index, f.mac)).or_default().push(f);
-                }
-                m
-            },
+            fdb: obs
+                .fdb
+                .into_iter()
+                .map(|f| ((f.index, f.mac, f.dst), f.permanent))
+                .collect(),
         };
         for r in obs.routes {
             m.put_route(r);
@@ -147,43 +224,52 @@ impl Model {
         m
     }
 
+    /// The same model aiming at `plan` from now on (after a config change was applied
+    /// without a full re-read).
+    pub fn replan(&mut self, plan: &NodePlan) {
+        self.index = Index::of(plan);
+    }
+
     fn put_nexthop(&mut self, n: Nexthop) {
-        self.by_key
-            .entry((n.gateway, n.ifindex, n.onlink))
-            .or_default()
-            .insert(n.id);
-        if let Some(old) = self.nexthops.insert(n.id, n) {
-            self.unkey(&old);
+        let key = nh_key(&n);
+        self.by_key.insert((key.0, key.1, key.2, n.id));
+        if let Some(old) = self.nexthops.insert(n.id, n)
+            && nh_key(&old) != key
+        {
+            self.by_key
+                .remove(&(old.gateway, old.ifindex, old.onlink, old.id));
         }
     }
 
     fn take_nexthop(&mut self, id: u32) -> bool {
         match self.nexthops.remove(&id) {
             Some(old) => {
-                self.unkey(&old);
+                self.by_key
+                    .remove(&(old.gateway, old.ifindex, old.onlink, old.id));
                 true
             }
             None => false,
         }
     }
 
-    fn unkey(&mut self, old: &Nexthop) {
-        let key = (old.gateway, old.ifindex, old.onlink);
-        let still = self
-            .nexthops
-            .get(&old.id)
-            .is_some_and(|n| (n.gateway, n.ifindex, n.onlink) == key);
-        if !still && let Some(ids) = self.by_key.get_mut(&key) {
-            ids.remove(&old.id);
-            if ids.is_empty() {
-                self.by_key.remove(&key);
-            }
-        }
+    /// podnet's nexthops with `key`.
+    fn keyed(&self, key: NhKey) -> impl Iterator<Item = u32> + '_ {
+        let (gw, dev, onlink) = key;
+        self.by_key
+            .range((gw, dev, onlink, 0)..=(gw, dev, onlink, u32::MAX))
+            .map(|k| k.3)
+    }
+
+    /// The destinations of the routes that use nexthop `id`.
+    fn users_of(&self, id: u32) -> impl Iterator<Item = Ipv4Net> + '_ {
+        self.users
+            .range((id, 0, 0)..=(id, u32::MAX, u8::MAX))
+            .filter_map(|&(_, a, p)| Ipv4Net::new(Ipv4Addr::from(a), p).ok())
     }
 
     fn put_route(&mut self, r: Route) {
         if let Target::Nexthop(id) = r.target {
-            self.users.entry(id).or_default().insert(r.dst);
+            self.users.insert(user(id, r.dst));
         }
         if let Some(old) = self.routes.insert(r.dst, r) {
             self.unuse(&old);
@@ -202,12 +288,8 @@ impl Model {
                 .routes
                 .get(&old.dst)
                 .is_none_or(|r| r.target != old.target)
-            && let Some(u) = self.users.get_mut(&id)
         {
-            u.remove(&old.dst);
-            if u.is_empty() {
-                self.users.remove(&id);
-            }
+            self.users.remove(&user(id, old.dst));
         }
     }
 
@@ -228,7 +310,7 @@ impl Model {
                 "neighbour",
                 self.neighs.values().filter(|n| n.permanent).count(),
             ),
-            ("fdb", self.fdb.values().map(Vec::len).sum()),
+            ("fdb", self.fdb.len()),
         ]
     }
 
@@ -360,7 +442,9 @@ impl Model {
                         // The kernel removes the routes that used it without a word. (An
                         // index, not a scan of every route: a link going down deletes all
                         // of its nexthops, one event each.)
-                        for dst in self.users.remove(&id).unwrap_or_default() {
+                        let users: Vec<Ipv4Net> = self.users_of(id).collect();
+                        for dst in users {
+                            self.users.remove(&user(id, dst));
                             self.routes.remove(&dst);
                             t.routes.insert(dst);
                         }
@@ -387,42 +471,112 @@ impl Model {
                 } else {
                     self.neighs.insert(key, neigh);
                 }
-                let Some(dev) = self.name(key.0).map(str::to_string) else {
+                if !self.links.contains_key(&key.0) {
                     return;
-                };
-                t.neighs.insert((dev, key.1));
+                }
+                t.neighs.insert(key);
             }
             KernelEvent::Fdb { gone, fdb } => {
                 if !self.owned.contains(&fdb.index) {
                     return;
                 }
-                let key = (fdb.index, fdb.mac);
-                let entries = self.fdb.entry(key).or_default();
-                entries.retain(|f| f.dst != fdb.dst);
-                if !gone {
-                    entries.push(fdb);
+                let (index, mac) = (fdb.index, fdb.mac);
+                if gone {
+                    self.fdb.remove(&(index, mac, fdb.dst));
+                } else {
+                    self.fdb.insert((index, mac, fdb.dst), fdb.permanent);
                 }
                 // `bridge fdb replace` changes an entry's destination in place and
                 // announces only the new one: when a MAC seems to have several
                 // destinations, only a fresh read tells which still exist.
-                if entries.len() > 1 {
+                if self.fdb_of(index, mac).nth(1).is_some() {
                     t.full(format!(
                         "FDB entry {} changed its destination",
-                        crate::diff::mac(key.1)
+                        crate::diff::mac(mac)
                     ));
                 }
-                let Some(dev) = self.name(key.0).map(str::to_string) else {
+                if !self.links.contains_key(&index) {
                     return;
-                };
-                t.fdb.insert((dev, key.1));
+                }
+                t.fdb.insert((index, mac));
             }
         }
         *t.kinds.entry(kind).or_default() += 1;
     }
 
-    /// `plan` cut down to the touched objects (links and addresses whole), and the model's
-    /// observation of exactly those objects.
-    pub fn part(&self, plan: &NodePlan, t: &Touched) -> (NodePlan, Observed) {
+    /// The FDB entries of (`index`, `mac`).
+    fn fdb_of(&self, index: u32, mac: [u8; 6]) -> impl Iterator<Item = Fdb> + '_ {
+        self.fdb
+            .range((index, mac, None)..=(index, mac, Some(Ipv4Addr::BROADCAST)))
+            .map(|(&(index, mac, dst), &permanent)| Fdb {
+                index,
+                mac,
+                dst,
+                permanent,
+            })
+    }
+
+    /// The index of the link called `name`, as last observed.
+    fn index_of(&self, name: &str) -> Option<u32> {
+        self.links
+            .values()
+            .find(|l| l.name == name)
+            .map(|l| l.index)
+    }
+
+    /// What differs between `old` (the plan this model aims at) and `new` among routes,
+    /// neighbours and FDB entries, as the keys to repair: the changed, added and removed
+    /// entries; the model aims at `new` from then on (see [`Model::replan`]). `None`, and
+    /// no change, when an entry names a device the node does not have (only a full
+    /// reconcile can tell what to do then). The caller checks that nothing else differs.
+    pub fn change(&mut self, old: &NodePlan, new: &NodePlan) -> Option<Touched> {
+        let ni = Index::of(new);
+        let t = self.changed(old, new, &ni)?;
+        self.index = ni;
+        Some(t)
+    }
+
+    fn changed(&self, old: &NodePlan, new: &NodePlan, ni: &Index) -> Option<Touched> {
+        let mut t = Touched::default();
+        for r in &new.routes {
+            let same = self
+                .index
+                .routes
+                .get(&r.dst)
+                .is_some_and(|&i| old.routes.get(i as usize) == Some(r));
+            if !same {
+                t.routes.insert(r.dst);
+            }
+        }
+        for r in &old.routes {
+            if !ni.routes.contains_key(&r.dst) {
+                t.routes.insert(r.dst);
+            }
+        }
+        for (plan, other, index) in [(new, old, &self.index), (old, new, ni)] {
+            for n in &plan.neighbours {
+                let same = index
+                    .neigh(&n.dev, n.ip)
+                    .is_some_and(|i| other.neighbours.get(i) == Some(n));
+                if !same {
+                    t.neighs.insert((self.index_of(&n.dev)?, n.ip));
+                }
+            }
+            for f in &plan.fdb {
+                let same = index
+                    .fdb_entries(&f.dev, f.mac.0)
+                    .any(|i| other.fdb.get(i) == Some(f));
+                if !same {
+                    t.fdb.insert((self.index_of(&f.dev)?, f.mac.0));
+                }
+            }
+        }
+        Some(t)
+    }
+
+    /// `plan` cut down to the touched objects (links and addresses whole), the model's
+    /// observation of exactly those objects, and which of its nexthops only they use.
+    pub fn part(&self, plan: &NodePlan, t: &Touched) -> Part {
         let mut part = NodePlan {
             sysctls: Vec::new(),
             files: Vec::new(),
@@ -439,18 +593,35 @@ impl Model {
             firewall: plan.firewall.clone(),
         };
         for dst in &t.routes {
-            if let Some(&i) = self.index.routes.get(dst) {
-                part.routes.push(plan.routes[i].clone());
+            if let Some(r) = self
+                .index
+                .routes
+                .get(dst)
+                .and_then(|&i| plan.routes.get(i as usize))
+            {
+                part.routes.push(r.clone());
             }
         }
-        for key in &t.neighs {
-            if let Some(&i) = self.index.neighs.get(key) {
-                part.neighbours.push(plan.neighbours[i].clone());
+        let dev_of = |index: u32| -> Option<&str> {
+            let name = self.name(index)?;
+            self.index.dev(name).map(|_| name)
+        };
+        for &(index, ip) in &t.neighs {
+            if let Some(n) = dev_of(index)
+                .and_then(|dev| self.index.neigh(dev, ip))
+                .and_then(|i| plan.neighbours.get(i))
+            {
+                part.neighbours.push(n.clone());
             }
         }
-        for key in &t.fdb {
-            if let Some(is) = self.index.fdb.get(key) {
-                part.fdb.extend(is.iter().map(|&i| plan.fdb[i].clone()));
+        for &(index, mac) in &t.fdb {
+            if let Some(dev) = dev_of(index) {
+                part.fdb.extend(
+                    self.index
+                        .fdb_entries(dev, mac)
+                        .filter_map(|i| plan.fdb.get(i))
+                        .cloned(),
+                );
             }
         }
         let by_name: HashMap<&str, u32> = self
@@ -458,39 +629,46 @@ impl Model {
             .values()
             .map(|l| (l.name.as_str(), l.index))
             .collect();
-        let index_of = |name: &str| by_name.get(name).copied();
         let routes: Vec<Route> = t
             .routes
             .iter()
             .filter_map(|d| self.routes.get(d).cloned())
             .collect();
         // The nexthops those routes use, and podnet's nexthops a planned route could reuse.
-        let mut wanted_keys: HashSet<(Ipv4Addr, u32, bool)> = HashSet::new();
+        let mut wanted_keys: HashSet<NhKey> = HashSet::new();
         for r in &part.routes {
-            if let Some(i) = index_of(&r.dev) {
+            if let Some(&i) = by_name.get(r.dev.as_str()) {
                 wanted_keys.insert((r.via, i, r.onlink));
             }
         }
-        let used: HashSet<u32> = routes
+        // Only these nexthops matter to the cut-down diff. The ids of every other one are
+        // needed only to pick a free id, i.e. when a wanted nexthop does not exist.
+        let mut ids: BTreeSet<u32> = routes
             .iter()
             .filter_map(|r| match r.target {
                 Target::Nexthop(id) => Some(id),
                 Target::Gateway { .. } | Target::Other { .. } => None,
             })
             .collect();
-        // Only these nexthops matter to the cut-down diff. The ids of every other one are
-        // needed only to pick a free id, i.e. when a wanted nexthop does not exist.
-        let mut ids: BTreeSet<u32> = used.clone().into_iter().collect();
         let mut missing = false;
         for k in &wanted_keys {
-            match self.by_key.get(k) {
-                Some(found) => ids.extend(found.iter().copied()),
-                None => missing = true,
+            let mut found = false;
+            for id in self.keyed(*k) {
+                found = true;
+                ids.insert(id);
             }
+            missing |= !found;
         }
         let nexthops: Vec<Nexthop> = ids
             .iter()
             .filter_map(|id| self.nexthops.get(id).cloned())
+            .collect();
+        // A nexthop that only touched routes use (or none) may go if they no longer need
+        // it; one that any other route uses stays.
+        let deletable: BTreeSet<u32> = nexthops
+            .iter()
+            .map(|n| n.id)
+            .filter(|&id| self.users_of(id).all(|d| t.routes.contains(&d)))
             .collect();
         let other_ids: Vec<u32> = if missing {
             self.other_ids
@@ -504,17 +682,15 @@ impl Model {
         let neighs = t
             .neighs
             .iter()
-            .filter_map(|(dev, ip)| index_of(dev).and_then(|i| self.neighs.get(&(i, *ip))))
+            .filter_map(|key| self.neighs.get(key))
             .cloned()
             .collect();
         let fdb = t
             .fdb
             .iter()
-            .filter_map(|(dev, mac)| index_of(dev).and_then(|i| self.fdb.get(&(i, *mac))))
-            .flatten()
-            .cloned()
+            .flat_map(|&(index, mac)| self.fdb_of(index, mac))
             .collect();
-        let obs = Observed {
+        let observed = Observed {
             links: self.links.values().cloned().collect(),
             owned: self.owned.clone(),
             addrs: self.addrs.clone(),
@@ -534,6 +710,10 @@ impl Model {
             fdb,
             ..Observed::default()
         };
-        (part, obs)
+        Part {
+            plan: part,
+            observed,
+            deletable,
+        }
     }
 }
