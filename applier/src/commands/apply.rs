@@ -36,7 +36,7 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
             &args.target,
             args.node.as_deref(),
             &target,
-            args.diagnostics,
+            args.format.diagnostics(args.diagnostics),
             Some(root),
         );
         (plan, early.join().ok().flatten())
