@@ -15,9 +15,11 @@ use anyhow::Context as _;
 use podnet_compiler::plan::{NodePlan, Planner, render_shell, render_text};
 use podnet_compiler::{Diagnostic, FsLoader, UseLock, compile};
 
+use crate::changes::{Tense, phrase, print_json};
 use crate::cli::{DiagFormat, PlanArgs, PlanFormat};
+use crate::diff::Detail;
 use crate::engine::{Access, Engine};
-use crate::report;
+use crate::{journal, report};
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
     if args.live {
@@ -147,7 +149,7 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
     }
     super::apply::regular_file(&args.file)?;
     let target = super::apply::target(args.netns.as_deref())?;
-    let plan = match super::apply::load_plan(
+    let (plan, names) = match super::apply::load_plan(
         &args.file,
         args.node.as_deref(),
         &target,
@@ -159,28 +161,50 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
     };
     let engine =
         Engine::open(target.clone(), args.root.as_deref(), Access::Read)?.with_adopt(args.adopt);
-    let drift = engine
+    let mut drift = engine
         .drift(&plan)
         .map_err(|e| super::apply::explain(e, &args.file))?;
+    let mut known = names;
+    known.merge(journal::load_node_names(args.root.as_deref()));
+    drift.kernel.nodes = known;
+    let report = super::status::report(&drift);
+    let pending = !drift.is_empty();
+    let code = if !drift.kernel.conflicts.is_empty() {
+        1
+    } else if pending && args.detailed_exitcode {
+        2
+    } else {
+        0
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
+    if args.format == PlanFormat::Json {
+        let extra = serde_json::json!({
+            "pending": pending,
+            "adopt": drift.adopt.lines(),
+        });
+        print_json(&mut out, &report.json("plan", Some(&plan.node), extra))?;
+        return Ok(code);
+    }
     for line in drift.adopt.lines() {
         writeln!(out, "{line}")?;
     }
-    super::status::print_drift(&mut out, &drift, true)?;
-    let (a, c, r) = drift.kernel.counts();
-    let fw = drift.firewall.as_ref().is_some_and(|f| !f.is_empty());
-    let pending = !drift.is_empty();
+    let detail = if args.verbose {
+        Detail::Verbose
+    } else {
+        Detail::Normal
+    };
+    report.print(&mut out, detail)?;
     if pending {
         writeln!(
             out,
-            "node {}: {}{a} to add, {c} to change, {r} to remove{}",
+            "node {}: {}{}",
             plan.node,
             match (drift.adopt.links.len(), drift.adopt.routes.len()) {
                 (0, 0) => String::new(),
                 (l, r) => format!("{l} link(s) and {r} route(s) to adopt, "),
             },
-            if fw { ", firewall to rewrite" } else { "" }
+            phrase(report.counts(), Tense::Pending),
         )?;
     } else {
         writeln!(
@@ -190,12 +214,5 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
         )?;
     }
     out.flush()?;
-    if !drift.kernel.conflicts.is_empty() {
-        return Ok(1);
-    }
-    Ok(if pending && args.detailed_exitcode {
-        2
-    } else {
-        0
-    })
+    Ok(code)
 }
