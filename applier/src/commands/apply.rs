@@ -146,7 +146,9 @@ pub fn explain(e: EngineError, file: &Path) -> anyhow::Error {
         let c = compile(&FsLoader, file, UseLock::IfPresent);
         if let Some(cluster) = c.valid_cluster() {
             let local: Vec<Ipv4Addr> = w.local.iter().map(|a| a.addr()).collect();
-            if let [one] = local_nodes(cluster, &local).as_slice() {
+            if let [one] = local_nodes(cluster, &local).as_slice()
+                && *one != w.node
+            {
                 return anyhow::anyhow!("{e}; this machine is node {one}: pass --node {one}");
             }
         }
