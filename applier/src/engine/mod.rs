@@ -65,7 +65,7 @@ pub enum EngineError {
     InvalidPlan(Vec<PlanError>),
     /// The plan is another node's: its address is not configured here.
     #[error("nothing was changed: {0}")]
-    WrongNode(WrongNode),
+    WrongNode(Box<WrongNode>),
     /// A tool the plan's firewall driver needs is missing.
     #[error("nothing was changed: {0}")]
     MissingTool(Tool),

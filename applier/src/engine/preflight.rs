@@ -60,13 +60,13 @@ pub fn identity(sock: &mut NlSocket, plan: &NodePlan) -> Result<(), EngineError>
         .find(|a| a.address.addr() == u.address.addr())
         .and_then(|a| links.iter().find(|l| l.index == a.index))
         .map(|l| l.name.clone());
-    Err(EngineError::WrongNode(WrongNode {
+    Err(EngineError::WrongNode(Box::new(WrongNode {
         node: plan.node.clone(),
         underlay: u.clone(),
         interface_exists: index.is_some(),
         local,
         holder,
-    }))
+    })))
 }
 
 /// A program a firewall driver needs, with where to get it.
