@@ -89,13 +89,35 @@ pub struct ImportFlannelArgs {
     pub force: bool,
 }
 
+/// How diagnostics are printed: `text` (`human` is the old name, still accepted) or `json`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
 pub enum DiagFormat {
     /// Human-readable reports with source excerpts.
     #[default]
+    #[value(name = "text", alias = "human")]
     Human,
     /// One JSON array of diagnostics (file, line, column, code, message, help).
     Json,
+}
+
+/// `--format` of the commands that act on a node (`apply`, `status`, `teardown`): `text`
+/// for people, `json` for tools (the diff as one JSON document, diagnostics as JSON).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+impl OutputFormat {
+    /// The diagnostics format that goes with it, unless the hidden `--diagnostics` says
+    /// otherwise.
+    pub fn diagnostics(self, explicit: Option<DiagFormat>) -> DiagFormat {
+        explicit.unwrap_or(match self {
+            OutputFormat::Text => DiagFormat::Human,
+            OutputFormat::Json => DiagFormat::Json,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +125,7 @@ pub struct CheckArgs {
     /// Cluster files (`.podnet` or `.toml`).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// `text` for people, `json` for tools (one array of every diagnostic).
     #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
     pub format: DiagFormat,
 }
@@ -115,6 +138,9 @@ pub struct FmtArgs {
     /// Do not write; exit 1 and list the files that are not formatted.
     #[arg(long)]
     pub check: bool,
+    /// How to print diagnostics of files that do not parse: `text` or `json`.
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub format: DiagFormat,
 }
 
 #[derive(Debug, Args)]
@@ -124,6 +150,9 @@ pub struct LockArgs {
     /// Do not write; exit 1 and print what would change.
     #[arg(long)]
     pub check: bool,
+    /// How to print diagnostics: `text` or `json`.
+    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
+    pub format: DiagFormat,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -132,6 +161,17 @@ pub enum PlanFormat {
     Text,
     Json,
     Shell,
+}
+
+impl PlanFormat {
+    /// The diagnostics format that goes with it (JSON for `json`), unless the hidden
+    /// `--diagnostics` says otherwise.
+    pub fn diagnostics(self, explicit: Option<DiagFormat>) -> DiagFormat {
+        explicit.unwrap_or(match self {
+            PlanFormat::Json => DiagFormat::Json,
+            PlanFormat::Text | PlanFormat::Shell => DiagFormat::Human,
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -144,20 +184,27 @@ pub struct PlanArgs {
     /// Plan every node, one at a time.
     #[arg(long)]
     pub all: bool,
+    /// `text`, `json` (the plan; with `--live` the diff; diagnostics as JSON too) or `shell`
+    /// (`ip`/`bridge`/`nft` commands; not with `--live`).
     #[arg(long, value_enum, default_value_t = PlanFormat::Text)]
     pub format: PlanFormat,
-    /// Write one file per node into DIR instead of standard output.
+    /// Write one file per node into DIR instead of standard output (shell scripts are
+    /// written executable).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Prefix every file path of the plan with DIR (also in the shell rendering).
     #[arg(long)]
     pub root: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
-    pub diagnostics: DiagFormat,
+    /// The diagnostics format alone (old flag; `--format` sets both).
+    #[arg(long, value_enum, hide = true)]
+    pub diagnostics: Option<DiagFormat>,
     /// Compare with this machine's kernel and files and print the `+ ~ -` changes an apply
     /// would make (needs `--node`).
-    #[arg(long, requires = "node", conflicts_with_all = ["all", "out", "format"])]
+    #[arg(long, requires = "node", conflicts_with_all = ["all", "out"])]
     pub live: bool,
+    /// With `--live`: show nexthop ids and every change (default: the first 50).
+    #[arg(long, short, requires = "live")]
+    pub verbose: bool,
     /// With `--live`: act on network namespace NAME (`/run/netns/NAME`).
     #[arg(long, value_name = "NAME", requires = "live")]
     pub netns: Option<String>,
@@ -184,11 +231,16 @@ pub struct ApplyArgs {
     /// Prefix every file path and the journal (/var/lib/podnet) with DIR.
     #[arg(long)]
     pub root: Option<PathBuf>,
-    /// Print every change (default: the first 50).
+    /// Print every change and nexthop ids (default: the first 50 changes).
     #[arg(long, short)]
     pub verbose: bool,
-    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
-    pub diagnostics: DiagFormat,
+    /// `text` for people, `json` for tools (the changes made as one JSON document,
+    /// diagnostics as JSON).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// The diagnostics format alone (old flag; `--format` sets both).
+    #[arg(long, value_enum, hide = true)]
+    pub diagnostics: Option<DiagFormat>,
     /// Take over, in place, the foreign objects that match the plan (a link of the
     /// planned name and kind that needs no recreation, a gateway route to a planned
     /// destination through the planned device) instead of refusing them; their prior
@@ -208,6 +260,12 @@ pub struct StatusArgs {
     /// Exit 2 when the node has drifted from the last applied plan.
     #[arg(long)]
     pub detailed_exitcode: bool,
+    /// `text` for people, `json` for tools (the drift as one JSON document).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Show nexthop ids and every change (default: the first 50).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -218,6 +276,12 @@ pub struct TeardownArgs {
     /// The root the journal lives under (as given to `apply --root`).
     #[arg(long)]
     pub root: Option<PathBuf>,
+    /// `text` for people, `json` for tools (what was removed as one JSON document).
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Show nexthop ids and every change (default: the first 50).
+    #[arg(long, short)]
+    pub verbose: bool,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
@@ -306,8 +370,19 @@ pub struct LabArgs {
     /// Where labs keep their state file and node roots.
     #[arg(long, env = "PODNET_LAB_DIR", default_value = "/run/podnet-lab")]
     pub state_dir: PathBuf,
-    #[arg(long, value_enum, default_value_t = DiagFormat::Human)]
-    pub diagnostics: DiagFormat,
+    /// The diagnostics format alone (old flag; `--format json` prints them as JSON).
+    #[arg(long, value_enum, hide = true)]
+    pub diagnostics: Option<DiagFormat>,
+}
+
+impl LabArgs {
+    /// How to print the cluster file's diagnostics.
+    pub fn diagnostics(&self) -> DiagFormat {
+        self.diagnostics.unwrap_or(match self.format {
+            LabFormat::Json => DiagFormat::Json,
+            LabFormat::Text | LabFormat::Junit => DiagFormat::Human,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]

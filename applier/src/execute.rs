@@ -216,7 +216,7 @@ pub fn execute(sock: &mut NlSocket, diff: &Diff, ops: &[Op]) -> std::io::Result<
     let mut report = Report::default();
     let fail = |r: &mut Report, op: &Op, error: FailureError, retry: bool| {
         r.failures.push(Failure {
-            op: diff.line(op),
+            op: diff.line_as(op, crate::diff::Detail::Verbose),
             error,
             retryable: retry,
         });

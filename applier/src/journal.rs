@@ -15,11 +15,15 @@ use podnet_compiler::plan::{FirewallDriver, LinkKind, NodePlan, rooted};
 use serde::{Deserialize, Serialize};
 
 use crate::adopt::Adopted;
+use crate::diff::NodeNames;
 
 /// The journal's directory, without a root.
 pub const DIR: &str = "/var/lib/podnet";
 const STATE: &str = "state.json";
 const PLAN: &str = "plan.json";
+/// Node names by address and subnet, as of the last compiled cluster file (so a removed
+/// node's route, `status` and `teardown` still name the node).
+const NODES: &str = "nodes.json";
 const LOCK: &str = "lock";
 const VERSION: u32 = 2;
 
@@ -108,6 +112,50 @@ pub fn dir(root: Option<&Path>) -> PathBuf {
     PathBuf::from(rooted(root, DIR))
 }
 
+/// The node names recorded by [`save_node_names`] (empty when there are none or the file
+/// cannot be read: names only label the output).
+pub fn load_node_names(root: Option<&Path>) -> NodeNames {
+    let mut names = NodeNames::default();
+    let Ok(text) = fs::read_to_string(dir(root).join(NODES)) else {
+        return names;
+    };
+    let Ok(entries) = serde_json::from_str::<Vec<NodeEntry>>(&text) else {
+        return names;
+    };
+    for e in entries {
+        if let Some(a) = e.address {
+            names.insert(&e.name, a, e.subnet);
+        }
+    }
+    names
+}
+
+/// Records `names` (merged with those recorded before, the new ones first) beside the
+/// journal.
+pub fn save_node_names(root: Option<&Path>, names: &NodeNames) -> io::Result<()> {
+    let mut all = names.clone();
+    all.merge(load_node_names(root));
+    let entries: Vec<NodeEntry> = all
+        .entries()
+        .into_iter()
+        .map(|(name, address, subnet)| NodeEntry {
+            name,
+            address,
+            subnet,
+        })
+        .collect();
+    let text = serde_json::to_vec(&entries).map_err(io::Error::other)?;
+    let path = dir(root).join(NODES);
+    write_atomic(&path, &text, 0o644).map_err(|e| context(e, format!("writing {}", path.display())))
+}
+
+#[derive(Serialize, Deserialize)]
+struct NodeEntry {
+    name: String,
+    address: Option<std::net::Ipv4Addr>,
+    subnet: Option<ipnet::Ipv4Net>,
+}
+
 /// An exclusive lock on the journal, held until dropped.
 pub struct Lock {
     _file: File,
@@ -176,7 +224,7 @@ impl Journal {
 
     /// Deletes the journal and the last plan (after a teardown).
     pub fn remove(root: Option<&Path>) -> io::Result<()> {
-        for name in [PLAN, STATE] {
+        for name in [PLAN, STATE, NODES] {
             let path = dir(root).join(name);
             match fs::remove_file(&path) {
                 Ok(()) => {}

@@ -2,6 +2,7 @@
 //! the `podnet` commands. Only this crate touches the system.
 
 pub mod adopt;
+pub mod changes;
 pub mod cli;
 pub mod commands;
 pub mod diff;

@@ -1,11 +1,16 @@
-//! The `podnet` binary: parses arguments, runs one command, and alone chooses exit codes.
+//! The `podnet` binary: parses arguments, runs one command, and alone chooses exit codes:
+//! 0 ok, 1 errors (usage errors included), 2 only for "changes pending" / "drifted" under
+//! `--detailed-exitcode` (docs/exit-codes.md).
 
 use clap::Parser;
 use podnet::cli::{Cli, Command};
 use podnet::commands;
 
 fn main() {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => std::process::exit(usage(&e)),
+    };
     let result = match &cli.command {
         Command::Check(a) => commands::check::run(a),
         Command::Fmt(a) => commands::fmt::run(a),
@@ -34,4 +39,13 @@ fn main() {
         }
     };
     std::process::exit(code);
+}
+
+/// Prints clap's message and chooses its exit code: `--help` and `--version` go to standard
+/// output and exit 0; a usage error goes to standard error and exits 1, never clap's 2,
+/// which `--detailed-exitcode` reserves for "changes pending".
+fn usage(e: &clap::Error) -> i32 {
+    // Printing can only fail on a closed stream, and then there is no one to tell.
+    let _ = e.print();
+    if e.use_stderr() { 1 } else { 0 }
 }

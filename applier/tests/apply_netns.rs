@@ -354,7 +354,10 @@ fn every_example_node_applies_exactly_its_plan_and_twice_changes_nothing() {
                 assert_eq!(live.status.code(), Some(2), "{text}");
                 assert!(text.contains(&format!("+ route {}", r.dst)), "{text}");
                 let status = n.ok(&["status"]);
-                assert!(status.contains("drift:      1 missing"), "{status}");
+                assert!(
+                    status.contains("drift:      1 to add, 0 to change, 0 to remove"),
+                    "{status}"
+                );
                 let repair = n.ok(&["apply", f, "--node", &name]);
                 assert!(
                     repair.contains(": 1 added, 0 changed, 0 removed"),
@@ -597,7 +600,10 @@ fn foreign_state_survives_apply_and_teardown_restores_the_exact_prior_dumps() {
             .exists()
     );
     // A second teardown has nothing to do.
-    assert!(n.ok(&["teardown"]).contains("removed 0 object(s)"));
+    assert!(
+        n.ok(&["teardown"])
+            .contains("no journal: 0 added, 0 changed, 0 removed")
+    );
 }
 
 #[test]
@@ -933,4 +939,172 @@ fn pods_on_two_nodes_reach_each_other_with_every_backend() {
             cni::del(ns, confs, pod, container, result);
         }
     }
+}
+
+/// The output a person reads, against the real kernel: a missing firewall table is `+`;
+/// host-gw → vxlan warns (before the change lines) that the pods on the bridge — veths
+/// enslaved to it here — keep MTU 1500, with their count; routes show old → new gateway
+/// and the node; a node leaving the file is still named; `--format json` carries the same
+/// changes; teardown names the sysctl with its value now and after, lists the firewall
+/// table it removed, and counts as many objects as the applies added.
+#[test]
+fn live_diffs_show_old_and_new_values_nodes_pod_warnings_and_a_symmetric_teardown() {
+    let n = Node::new("pnlive", "192.168.56.11/24");
+    n.ns.sh("sysctl", &["-qw", "net.ipv4.ip_forward=0"]);
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(dir.path(), "c.podnet", CLUSTER);
+    let f = f.to_str().expect("utf-8");
+    let first = n.ok(&["apply", f, "--node", "n1"]);
+    assert!(
+        first.contains("~ sysctl net.ipv4.ip_forward: 0 → 1\n"),
+        "{first}"
+    );
+    assert!(first.contains("+ firewall table inet podnet\n"), "{first}");
+    assert!(
+        first.contains("+ route 10.244.2.0/24 via 192.168.56.12 dev eth0 (node n2)\n"),
+        "{first}"
+    );
+    assert!(!first.contains("nhid"), "ids only with -v: {first}");
+    for i in 0..3 {
+        let (a, b) = (format!("pv{i}"), format!("pw{i}"));
+        n.ns.ip(&["link", "add", &a, "type", "veth", "peer", "name", &b]);
+        n.ns.ip(&["link", "set", &a, "master", "cni0"]);
+    }
+    let vx = write(
+        dir.path(),
+        "c.podnet",
+        &CLUSTER.replace("backend host-gw", "backend vxlan"),
+    );
+    let vx = vx.to_str().expect("utf-8");
+    let live = n.podnet(&["plan", vx, "--node", "n1", "--live", "--detailed-exitcode"]);
+    let text = String::from_utf8_lossy(&live.stdout).into_owned();
+    assert_eq!(live.status.code(), Some(2), "{text}");
+    let warning = text
+        .lines()
+        .position(|l| l.starts_with("warning: pod MTU 1500 → 1450 on cni0"))
+        .unwrap_or_else(|| panic!("no pod MTU warning:\n{text}"));
+    let first_change = text
+        .lines()
+        .position(|l| l.starts_with(['+', '~', '-']))
+        .expect("changes");
+    assert!(warning < first_change, "warnings come first:\n{text}");
+    assert!(
+        text.contains("3 pods are on the bridge now (3 veths)"),
+        "{text}"
+    );
+    assert!(text.contains("~ link cni0: mtu 1500 → 1450\n"), "{text}");
+    assert!(
+        text.contains(
+            "~ route 10.244.2.0/24 (node n2): via 192.168.56.12 dev eth0 → via 10.244.2.0 dev flannel.1 onlink\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("-      \"mtu\": 1500,"),
+        "conflist diff: {text}"
+    );
+    let json = n.podnet(&["plan", vx, "--node", "n1", "--live", "--format", "json"]);
+    let doc: Value = serde_json::from_slice(&json.stdout).expect("JSON diff");
+    assert_eq!(doc["pending"], true);
+    assert_eq!(doc["warnings"][0]["pods"], 3, "{doc:#}");
+    let cni0 = doc["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["kind"] == "link" && c["id"] == "cni0")
+        .expect("cni0 change");
+    assert_eq!(
+        (
+            cni0["before"]["mtu"].as_u64(),
+            cni0["after"]["mtu"].as_u64()
+        ),
+        (Some(1500), Some(1450))
+    );
+    let applied = n.ok(&["apply", vx, "--node", "n1"]);
+    assert!(
+        applied.contains("warning: pod MTU 1500 → 1450"),
+        "{applied}"
+    );
+    // n3 leaves the file: its objects are still named after it.
+    let fewer = write(
+        dir.path(),
+        "c.podnet",
+        &CLUSTER.replace("backend host-gw", "backend vxlan").replace(
+            "node n3 { address 192.168.56.13/24; subnet 10.244.3.0/24 }\n",
+            "",
+        ),
+    );
+    let left = n.ok(&["apply", fewer.to_str().expect("utf-8"), "--node", "n1"]);
+    assert!(
+        left.contains(
+            "- route 10.244.3.0/24 via 10.244.3.0 dev flannel.1 onlink proto 77 (node n3)\n"
+        ),
+        "{left}"
+    );
+    // What the applies added, net of what they removed, is what podnet owns: teardown
+    // removes exactly that many objects.
+    let owned: i64 = [&first, &applied, &left]
+        .iter()
+        .map(|o| count(o, " added") - count(o, " removed"))
+        .sum();
+    let down = n.ok(&["teardown"]);
+    assert!(
+        down.contains("~ sysctl net.ipv4.ip_forward: 1 → 0\n"),
+        "{down}"
+    );
+    assert!(down.contains("- firewall table inet podnet\n"), "{down}");
+    assert!(
+        down.contains("- link flannel.1 vxlan with its 1 address, 1 neighbour, 1 fdb entry\n"),
+        "{down}"
+    );
+    assert!(down.contains("podnet owns nothing on this node"), "{down}");
+    assert_eq!(
+        count(&down, " removed"),
+        owned,
+        "{first}{applied}{left}{down}"
+    );
+    assert_eq!(
+        n.ns.sh("sysctl", &["-n", "net.ipv4.ip_forward"]).trim(),
+        "0"
+    );
+}
+
+/// The number before `what` (` added`, ` removed`) on the summary line (`node …: …`).
+fn count(output: &str, what: &str) -> i64 {
+    let line = output
+        .lines()
+        .rfind(|l| l.starts_with("node "))
+        .unwrap_or_else(|| panic!("no summary line:\n{output}"));
+    let at = line
+        .find(what)
+        .unwrap_or_else(|| panic!("no `{what}` in {line}"));
+    line[..at]
+        .rsplit([' ', ':', ','])
+        .find(|w| !w.is_empty())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no count before `{what}` in {line}"))
+}
+
+/// A wrong underlay interface name: the error names the interface that has the node's
+/// address (looked up in the target namespace), and nothing is changed.
+#[test]
+fn a_missing_underlay_interface_names_the_one_with_the_nodes_address() {
+    let n = Node::new("pnifc", "192.168.56.11/24");
+    let dir = tempfile::tempdir().expect("dir");
+    let f = write(
+        dir.path(),
+        "c.podnet",
+        &CLUSTER.replace("backend host-gw", "backend host-gw\n    interface ens3"),
+    );
+    let out = n.podnet(&["apply", f.to_str().expect("utf-8"), "--node", "n1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("its underlay interface ens3 does not exist here; help: the node's address 192.168.56.11 is on eth0: set `interface eth0` for node n1"),
+        "{err}"
+    );
+    assert!(
+        !n.ns.ip(&["link", "show"]).contains("cni0"),
+        "nothing created"
+    );
 }

@@ -535,3 +535,45 @@ fn import_flannel_refuses_bad_input_and_writes_nothing() {
     assert!(stderr.contains("podnet::duplicate_vtep_mac"), "{stderr}");
     assert!(!out.exists());
 }
+
+// ---- plan --out file modes ----------------------------------------------------------------
+
+#[test]
+fn plan_out_writes_shell_scripts_executable_and_the_rest_0644() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("c.podnet");
+    std::fs::write(
+        &f,
+        TWO_NODES
+            .replace("node a {", "node a { subnet 10.244.1.0/24;")
+            .replace("node b {", "node b { subnet 10.244.2.0/24;"),
+    )
+    .expect("write");
+    for (format, ext, mode) in [
+        ("shell", "sh", 0o755),
+        ("json", "json", 0o644),
+        ("text", "txt", 0o644),
+    ] {
+        let out_dir = dir.path().join(format);
+        let out = podnet(&[
+            "plan",
+            s(&f),
+            "--all",
+            "--format",
+            format,
+            "--out",
+            s(&out_dir),
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{format}: {}", stderr(&out));
+        for node in ["a", "b"] {
+            let p = out_dir.join(format!("{node}.{ext}"));
+            let m = std::fs::metadata(&p)
+                .expect("plan file")
+                .permissions()
+                .mode()
+                & 0o7777;
+            assert_eq!(m, mode, "{}: mode {m:04o}", p.display());
+        }
+    }
+}

@@ -8,6 +8,12 @@
 //! rewrites `ops` (and a transition's `observed`). Every case without conflicts must
 //! converge in a simulated kernel that never deletes a nexthop a route still uses, and
 //! leave every foreign object alone.
+//!
+//! The rendering names the node of each peer object (from the case's cluster files) and
+//! starts with the warnings about running pods; a transition case may have a `pods` file
+//! (`BRIDGE COUNT`): that many veths are enslaved to the bridge after `before` is applied,
+//! as the CNI plugin leaves pods. Every case's JSON rendering must validate against
+//! `schemas/diff.schema.json`.
 
 #[path = "common/observed.rs"]
 mod observed_text;
@@ -16,8 +22,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use podnet::changes::Report;
 use podnet::diff::routes::RouteOp;
-use podnet::diff::{ConflictKind, FileState, Observed, Op, diff};
+use podnet::diff::{ConflictKind, FileState, NodeNames, Observed, Op, diff};
 use podnet::kernel::link::{KernelLinkKind, Link, MARKER, Vxlan};
 use podnet::kernel::route::Target;
 use podnet_compiler::plan::{NodePlan, Planner};
@@ -41,6 +48,10 @@ node n3 { address 192.168.56.13/24; subnet 10.244.3.0/24 }
 ";
 
 fn plan_of(src: &str, node: &str) -> NodePlan {
+    plan_and_names(src, node).0
+}
+
+fn plan_and_names(src: &str, node: &str) -> (NodePlan, NodeNames) {
     let c = compile_text(
         &MemLoader::default(),
         Path::new("c.podnet"),
@@ -50,7 +61,8 @@ fn plan_of(src: &str, node: &str) -> NodePlan {
     let cluster = c
         .valid_cluster()
         .unwrap_or_else(|| panic!("valid cluster: {:?}", c.diagnostics));
-    Planner::new(cluster).plan_named(node).expect("plan")
+    let names = NodeNames::of_cluster(cluster);
+    (Planner::new(cluster).plan_named(node).expect("plan"), names)
 }
 
 /// A machine with loopback and its underlay eth0, nothing of podnet's.
@@ -254,7 +266,8 @@ fn normal(o: &Observed) -> Vec<String> {
         })
         .collect();
     let mut v = Vec::new();
-    for l in &o.links {
+    // Pods' veths (enslaved to a bridge) are not podnet's: a fresh node has none.
+    for l in o.links.iter().filter(|l| l.master.is_none()) {
         v.push(format!(
             "link {} {:?} mtu {} up {} alias {:?} vxlan {:?}",
             l.name,
@@ -324,14 +337,17 @@ struct Case {
     desired: NodePlan,
     before: Option<NodePlan>,
     observed: String,
+    /// The nodes of `desired.podnet` and `before.podnet` (desired's first).
+    names: NodeNames,
 }
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// `<stem>.podnet` (first line `# node NAME`) or `<stem>.json`, if either exists.
-fn load_plan(dir: &Path, stem: &str) -> Option<NodePlan> {
+/// `<stem>.podnet` (first line `# node NAME`) or `<stem>.json`, if either exists, with
+/// the cluster's node names (none for a plan JSON).
+fn load_plan(dir: &Path, stem: &str) -> Option<(NodePlan, NodeNames)> {
     let src = dir.join(format!("{stem}.podnet"));
     if src.exists() {
         let text = read(&src);
@@ -340,23 +356,65 @@ fn load_plan(dir: &Path, stem: &str) -> Option<NodePlan> {
             .next()
             .and_then(|l| l.strip_prefix("# node "))
             .unwrap_or_else(|| panic!("{}: first line must be `# node NAME`", src.display()));
-        return Some(plan_of(&text, node.trim()));
+        return Some(plan_and_names(&text, node.trim()));
     }
     let json = dir.join(format!("{stem}.json"));
     json.exists().then(|| {
-        serde_json::from_str(&read(&json)).unwrap_or_else(|e| panic!("{}: {e}", json.display()))
+        let plan = serde_json::from_str(&read(&json))
+            .unwrap_or_else(|e| panic!("{}: {e}", json.display()));
+        (plan, NodeNames::default())
     })
 }
 
 fn case(name: &str) -> Case {
     let dir = data_dir().join(name);
+    let (desired, mut names) = load_plan(&dir, "desired")
+        .unwrap_or_else(|| panic!("{}: no desired.podnet or desired.json", dir.display()));
+    let before = load_plan(&dir, "before").map(|(p, n)| {
+        names.merge(n);
+        p
+    });
     Case {
         name: name.to_string(),
-        desired: load_plan(&dir, "desired")
-            .unwrap_or_else(|| panic!("{}: no desired.podnet or desired.json", dir.display())),
-        before: load_plan(&dir, "before"),
+        desired,
+        before,
         observed: read(&dir.join("observed")),
+        names,
         dir,
+    }
+}
+
+/// Enslaves the veths of the case's `pods` file (`BRIDGE COUNT`) to the bridge.
+fn add_pods(o: &mut Observed, dir: &Path) {
+    let path = dir.join("pods");
+    if !path.exists() {
+        return;
+    }
+    let text = read(&path);
+    let mut w = text.split_whitespace();
+    let (Some(bridge), Some(count)) = (w.next(), w.next().and_then(|n| n.parse::<u32>().ok()))
+    else {
+        panic!("{}: `BRIDGE COUNT` expected", path.display());
+    };
+    let master = o
+        .links
+        .iter()
+        .find(|l| l.name == bridge)
+        .map(|l| l.index)
+        .unwrap_or_else(|| panic!("{}: no link {bridge}", path.display()));
+    let first = o.links.iter().map(|l| l.index).max().unwrap_or(0) + 1;
+    for i in 0..count {
+        o.links.push(Link {
+            index: first + i,
+            name: format!("veth{i}"),
+            kind: Some(KernelLinkKind::Other("veth".to_string())),
+            mtu: 1500,
+            mac: Some([2, 0xbb, 0, 0, 0, i as u8]),
+            up: true,
+            alias: None,
+            master: Some(master),
+            vxlan: None,
+        });
     }
 }
 
@@ -375,17 +433,56 @@ fn cases() -> Vec<Case> {
     names.iter().map(|n| case(n)).collect()
 }
 
-/// `diff(desired, observed)` rendered, with its conflicts.
-fn rendered(plan: &NodePlan, o: &Observed) -> String {
-    let d = diff(plan, o);
+/// `diff(desired, observed)` rendered as `plan --live` prints it (pod warnings, changes,
+/// conflicts), node names from `names`.
+fn rendered(plan: &NodePlan, o: &Observed, names: &NodeNames) -> String {
+    let mut d = diff(plan, o);
+    d.nodes = names.clone();
     for op in &d.ops {
         assert!(d.line(op).starts_with(d.sign(op)), "sign of {}", d.line(op));
     }
-    let mut got = d.render();
-    for c in &d.conflicts {
-        got.push_str(&format!("conflict: {c}\n"));
+    let mut out = Vec::new();
+    Report::new(&d, Vec::new())
+        .print(&mut out, podnet::diff::Detail::Normal)
+        .expect("render");
+    String::from_utf8(out).expect("utf-8")
+}
+
+fn diff_schema() -> jsonschema::Validator {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/diff.schema.json");
+    let schema: serde_json::Value = serde_json::from_str(&read(&path)).expect("schema is JSON");
+    jsonschema::validator_for(&schema).expect("valid JSON Schema")
+}
+
+/// The case's JSON rendering, which must validate against the schema.
+fn check_json(v: &jsonschema::Validator, c: &Case, o: &Observed) {
+    let mut d = diff(&c.desired, o);
+    d.nodes = c.names.clone();
+    let doc = Report::new(&d, Vec::new()).json(
+        "plan",
+        Some(&c.desired.node),
+        serde_json::json!({ "pending": !d.is_empty() }),
+    );
+    let errors: Vec<String> = v
+        .iter_errors(&doc)
+        .map(|e| format!("{e} at {}", e.instance_path))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "case {}: JSON does not validate:\n{}\n{doc:#}",
+        c.name,
+        errors.join("\n")
+    );
+    let changes = doc["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), d.ops.len(), "case {}", c.name);
+    for (ch, op) in changes.iter().zip(&d.ops) {
+        let want = match d.sign(op) {
+            '+' => "create",
+            '~' => "update",
+            _ => "delete",
+        };
+        assert_eq!(ch["action"], want, "case {}: {ch}", c.name);
     }
-    got
 }
 
 /// Compares `got` with the file (rewriting it when blessing).
@@ -425,9 +522,12 @@ fn foreign(o: &Observed) -> Vec<String> {
 fn golden_cases() {
     let all = cases();
     assert!(all.len() >= 19, "only {} cases", all.len());
+    let schema = diff_schema();
     for c in &all {
         if let Some(before) = &c.before {
-            let after = observed_text::render(&converge(before, machine()));
+            let mut converged = converge(before, machine());
+            add_pods(&mut converged, &c.dir);
+            let after = observed_text::render(&converged);
             check_file(
                 &c.dir.join("observed"),
                 &after,
@@ -448,9 +548,10 @@ fn golden_cases() {
         let d = diff(&c.desired, &o);
         check_file(
             &c.dir.join("ops"),
-            &rendered(&c.desired, &o),
+            &rendered(&c.desired, &o, &c.names),
             &format!("case {}", c.name),
         );
+        check_json(&schema, &c, &o);
         if !d.conflicts.is_empty() {
             continue;
         }

@@ -254,13 +254,20 @@ fn status_sees_a_deleted_firewall_table_and_plan_live_a_changed_rule() {
     let out = n.podnet(&["status", "--detailed-exitcode"]);
     assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
     assert!(stdout(&out).contains("firewall"), "{}", stdout(&out));
-    let out = n.podnet(&["plan", f, "--live", "--detailed-exitcode"]);
+    // (Without `--node` this was a usage error, which exited 2 like pending changes and
+    // passed; usage errors exit 1 now.)
+    let out = n.podnet(&["plan", f, "--node", "a", "--live", "--detailed-exitcode"]);
     assert_eq!(
         out.status.code(),
         Some(2),
         "{}{}",
         stdout(&out),
         stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("+ firewall table inet podnet"),
+        "a missing table is +: {}",
+        stdout(&out)
     );
     n.ok(&["apply", f]);
     assert_eq!(

@@ -15,7 +15,7 @@ fn cases(dir: &Path, out: &mut Vec<PathBuf>) {
     entries.sort();
     for p in entries {
         if p.is_dir() {
-            if p.extension().is_none_or(|e| e != "in") {
+            if p.extension().is_none_or(|e| e != "in" && e != "out") {
                 cases(&p, out);
             }
         } else if p.extension().is_some_and(|e| e == "toml") {

@@ -11,16 +11,15 @@ use anyhow::Context as _;
 use podnet_compiler::plan::{FORMAT_VERSION, NodePlan, Planner};
 use podnet_compiler::{FsLoader, UseLock, compile};
 
-use crate::cli::{ApplyArgs, DiagFormat};
-use crate::diff::Diff;
+use crate::changes::{FirewallChange, Report, Tense, phrase, print_json, print_lines};
+use crate::cli::{ApplyArgs, DiagFormat, OutputFormat};
+use crate::diff::Detail;
+use crate::diff::NodeNames;
 use crate::engine::{Access, Engine, EngineError};
 use crate::kernel::addr::{Addr, RTM_GETADDR};
 use crate::kernel::netns::Target;
 use crate::kernel::nl::NlSocket;
-use crate::{plan_cache, report};
-
-/// Lines of changes printed without `--verbose`.
-const SHOWN: usize = 50;
+use crate::{journal, plan_cache, report};
 
 pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     let root = args.root.as_deref();
@@ -36,43 +35,72 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
             &args.target,
             args.node.as_deref(),
             &target,
-            args.diagnostics,
+            args.format.diagnostics(args.diagnostics),
             Some(root),
         );
         (plan, early.join().ok().flatten())
     });
-    let plan = match plan? {
+    let (plan, names) = match plan? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let a = match engine.reconcile(&plan, early) {
+    let mut a = match engine.reconcile(&plan, early) {
         Ok(a) => a,
         Err(e) => return Err(explain(e, &args.target)),
     };
+    let mut known = names.clone();
+    known.merge(journal::load_node_names(root));
+    a.changes.nodes = known.clone();
+    a.remaining.nodes = known;
+    let mut fw = Vec::new();
+    if let Some(f) = &a.firewall {
+        fw.extend(f.applied.drift.iter().map(FirewallChange::from_drift));
+        fw.extend(f.removed.removed.iter().map(|r| FirewallChange::removed(r)));
+    }
+    let report = Report::new(&a.changes, fw);
+    let converged = a.converged();
+    if converged && !names.is_empty() {
+        // Names only label later output: failing to record them fails nothing.
+        if let Err(e) = journal::save_node_names(root, &names) {
+            eprintln!("warning: {e}");
+        }
+    }
     let mut out = std::io::stdout().lock();
     for w in &a.warnings {
         eprintln!("warning: {w}");
     }
+    let detail = if args.verbose {
+        Detail::Verbose
+    } else {
+        Detail::Normal
+    };
+    if args.format == OutputFormat::Json {
+        let failures: Vec<serde_json::Value> = a
+            .failures
+            .iter()
+            .map(|f| serde_json::json!({ "op": f.op, "error": f.error.to_string() }))
+            .collect();
+        let extra = serde_json::json!({
+            "converged": converged,
+            "failures": failures,
+            "remaining": a.remaining.changes_json(),
+            "adopted": a.adopted.lines(),
+            "elapsed_ms": a.elapsed.as_secs_f64() * 1000.0,
+        });
+        print_json(&mut out, &report.json("apply", Some(&plan.node), extra))?;
+        return Ok(if converged { 0 } else { 1 });
+    }
     for line in a.adopted.lines() {
         writeln!(out, "{line}")?;
     }
-    print_changes(&mut out, &a.changes, args.verbose)?;
-    if let Some(fw) = &a.firewall {
-        for d in &fw.applied.drift {
-            writeln!(out, "~ firewall: {d}")?;
-        }
-        for r in &fw.removed.removed {
-            writeln!(out, "- firewall: {r}")?;
-        }
-    }
+    report.print(&mut out, detail)?;
     for f in &a.failures {
         writeln!(out, "failed: {}: {}", f.op, f.error)?;
     }
-    let (add, change, remove) = a.changes.counts();
-    if !a.converged() {
+    if !converged {
         if !a.remaining.is_empty() {
             writeln!(out, "not converged; still different:")?;
-            print_changes(&mut out, &a.remaining, args.verbose)?;
+            print_lines(&mut out, &a.remaining, detail)?;
         }
         eprintln!(
             "error: node {} did not converge ({} failed operation(s), {} remaining difference(s))",
@@ -82,12 +110,11 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
         );
         return Ok(1);
     }
-    let fw = a.firewall.as_ref().is_some_and(|f| f.wrote());
     writeln!(
         out,
-        "node {}: {add} added, {change} changed, {remove} removed{}; converged in {:.1} ms",
+        "node {}: {}; converged in {:.1} ms",
         plan.node,
-        if fw { ", firewall rewritten" } else { "" },
+        phrase(report.counts(), Tense::Done),
         a.elapsed.as_secs_f64() * 1000.0
     )?;
     Ok(0)
@@ -122,7 +149,9 @@ pub fn explain(e: EngineError, file: &Path) -> anyhow::Error {
         let c = compile(&FsLoader, file, UseLock::IfPresent);
         if let Some(cluster) = c.valid_cluster() {
             let local: Vec<Ipv4Addr> = w.local.iter().map(|a| a.addr()).collect();
-            if let [one] = local_nodes(cluster, &local).as_slice() {
+            if let [one] = local_nodes(cluster, &local).as_slice()
+                && *one != w.node
+            {
                 return anyhow::anyhow!("{e}; this machine is node {one}: pass --node {one}");
             }
         }
@@ -134,38 +163,20 @@ fn is_json(p: &Path) -> bool {
     p.extension().is_some_and(|e| e == "json")
 }
 
-/// Prints up to `SHOWN` change lines (all with `verbose`).
-pub fn print_changes(
-    out: &mut impl std::io::Write,
-    d: &Diff,
-    verbose: bool,
-) -> std::io::Result<()> {
-    let limit = if verbose { usize::MAX } else { SHOWN };
-    for op in d.ops.iter().take(limit) {
-        writeln!(out, "{}", d.line(op))?;
-    }
-    if d.ops.len() > limit {
-        writeln!(
-            out,
-            "… and {} more (--verbose shows all)",
-            d.ops.len() - limit
-        )?;
-    }
-    Ok(())
-}
-
 /// The plan to apply, as compiled (the engine roots file paths): read from a plan JSON, or
 /// compiled from a cluster file for `node` (default: the node whose address is local in
 /// `ns`). With `cache: Some(root)`, a cluster file's plan comes from the compiled-plan
 /// cache under that root when every input still reads the same, and a fresh compile is
-/// stored there. `Err(code)` when the problem has been reported already.
+/// stored there. With the plan come the cluster's node names (empty for a plan JSON or a
+/// cached plan). `Err(code)` when the problem has been reported already.
 pub fn load_plan(
     target: &Path,
     node: Option<&str>,
     ns: &Target,
     diagnostics: DiagFormat,
     cache: Option<Option<&Path>>,
-) -> anyhow::Result<Result<NodePlan, i32>> {
+) -> anyhow::Result<Result<(NodePlan, NodeNames), i32>> {
+    let mut names = NodeNames::default();
     let plan = if is_json(target) {
         let text = std::fs::read_to_string(target)
             .with_context(|| format!("reading {}", target.display()))?;
@@ -196,7 +207,7 @@ pub fn load_plan(
         if let Some(root) = cache
             && let Some(plan) = plan_cache::lookup(root, target, node, || local_addresses(ns))
         {
-            return Ok(Ok(plan));
+            return Ok(Ok((plan, names)));
         }
         let rec = plan_cache::Recorder::new();
         let c = compile(&rec, target, UseLock::IfPresent);
@@ -205,6 +216,7 @@ pub fn load_plan(
             eprintln!("error: nothing was changed: the cluster file has errors");
             return Ok(Err(1));
         };
+        names = NodeNames::of_cluster(cluster);
         let planner = Planner::new(cluster);
         let mut local = Vec::new();
         let index = match node {
@@ -228,7 +240,7 @@ pub fn load_plan(
             }
         }
     };
-    Ok(Ok(plan))
+    Ok(Ok((plan, names)))
 }
 
 /// The nodes whose underlay address is among `local`.

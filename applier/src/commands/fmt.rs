@@ -37,7 +37,7 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<i32> {
             );
             continue;
         }
-        let Some(formatted) = format_text(file, text.clone()) else {
+        let Some(formatted) = format_text(file, text.clone(), args.format) else {
             code = 1;
             continue;
         };
@@ -56,13 +56,13 @@ pub fn run(args: &FmtArgs) -> anyhow::Result<i32> {
 }
 
 /// Formats one file; on syntax errors prints them and returns `None` (nothing is written).
-fn format_text(path: &Path, text: String) -> Option<String> {
+fn format_text(path: &Path, text: String, format: DiagFormat) -> Option<String> {
     let mut sources = SourceMap::new();
     let id: FileId = sources.add(path.to_path_buf(), text.clone(), SourceKind::Podnet);
     let mut diags = Vec::new();
     let items = parse::parse(&text, id, &mut diags);
     if diags.iter().any(|d| d.is_error()) {
-        let _ = report::print(&sources, &diags, DiagFormat::Human);
+        let _ = report::print(&sources, &diags, format);
         eprintln!("{}: not formatted because of syntax errors", path.display());
         return None;
     }

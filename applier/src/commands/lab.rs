@@ -31,7 +31,7 @@ pub fn run(args: &LabArgs) -> anyhow::Result<i32> {
     };
     let mut compiled = Vec::new();
     for f in std::iter::once(file).chain(args.then.iter().map(|p| p.as_path())) {
-        match compile_all(f, args.diagnostics)? {
+        match compile_all(f, args.diagnostics())? {
             Ok(c) => compiled.push((f, c.0, c.1)),
             Err(code) => return Ok(code),
         }

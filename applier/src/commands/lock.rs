@@ -5,13 +5,13 @@ use podnet_compiler::lock::{self, Lock};
 use podnet_compiler::{FsLoader, Loader as _, UseLock, compile};
 use std::io::Write as _;
 
-use crate::cli::{DiagFormat, LockArgs};
+use crate::cli::LockArgs;
 use crate::report;
 
 pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
     let mut c = compile(&FsLoader, &args.file, UseLock::No);
     if c.has_errors() {
-        report::print(&c.sources, &c.diagnostics, DiagFormat::Human)?;
+        report::print(&c.sources, &c.diagnostics, args.format)?;
         return Ok(1);
     }
     let Some(cluster) = c.cluster.as_ref() else {
@@ -23,7 +23,7 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
     if !diags.is_empty() {
         // A lock that exists but cannot be read or parsed is never taken for a missing one:
         // allocating afresh would move subnets of running nodes.
-        report::print(&c.sources, &diags, DiagFormat::Human)?;
+        report::print(&c.sources, &diags, args.format)?;
         eprintln!(
             "error: {} was not changed: fix it first (or move it away to allocate every node afresh)",
             path.display()
@@ -32,7 +32,7 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
     }
     let mut adiags = Vec::new();
     let Some(new) = lock::allocate(cluster, old.as_ref(), &mut adiags) else {
-        report::print(&c.sources, &adiags, DiagFormat::Human)?;
+        report::print(&c.sources, &adiags, args.format)?;
         return Ok(1);
     };
     let empty = Lock {

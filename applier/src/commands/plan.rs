@@ -15,26 +15,29 @@ use anyhow::Context as _;
 use podnet_compiler::plan::{NodePlan, Planner, render_shell, render_text};
 use podnet_compiler::{Diagnostic, FsLoader, UseLock, compile};
 
+use crate::changes::{Tense, phrase, print_json};
 use crate::cli::{DiagFormat, PlanArgs, PlanFormat};
+use crate::diff::Detail;
 use crate::engine::{Access, Engine};
-use crate::report;
+use crate::{journal, report};
 
 pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
     if args.live {
         return live(args);
     }
+    let diagnostics = args.format.diagnostics(args.diagnostics);
     let c = compile(&FsLoader, &args.file, UseLock::IfPresent);
     let Some(cluster) = c.valid_cluster() else {
-        report::print(&c.sources, &c.diagnostics, args.diagnostics)?;
+        report::print(&c.sources, &c.diagnostics, diagnostics)?;
         return Ok(1);
     };
     // Warnings go to standard error only: standard output carries the plan.
-    if args.diagnostics == DiagFormat::Human && !c.diagnostics.is_empty() {
+    if diagnostics == DiagFormat::Human && !c.diagnostics.is_empty() {
         report::print(&c.sources, &c.diagnostics, DiagFormat::Human)?;
     }
     let planner = Planner::new(cluster);
     let fail = |d: Diagnostic| -> anyhow::Result<i32> {
-        report::print(&c.sources, &[d], args.diagnostics)?;
+        report::print(&c.sources, &[d], diagnostics)?;
         Ok(1)
     };
     let nodes: Vec<usize> = match &args.node {
@@ -59,8 +62,7 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
         match &args.out {
             Some(dir) => {
                 let path = out_path(dir, &plan.node, args.format)?;
-                std::fs::write(&path, text)
-                    .with_context(|| format!("writing {}", path.display()))?;
+                write_out(&path, text.as_bytes(), args.format)?;
             }
             None => {
                 if n > 0 && args.format != PlanFormat::Json {
@@ -72,7 +74,12 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<i32> {
     }
     out.flush()?;
     if let Some(dir) = &args.out {
-        eprintln!("wrote {} plan(s) to {}", nodes.len(), dir.display());
+        let what = match args.format {
+            PlanFormat::Shell => "executable shell script(s), mode 0755",
+            PlanFormat::Json => "JSON plan(s), mode 0644",
+            PlanFormat::Text => "text plan(s), mode 0644",
+        };
+        eprintln!("wrote {} {what}, to {}", nodes.len(), dir.display());
     }
     Ok(0)
 }
@@ -104,6 +111,20 @@ fn render(
     })
 }
 
+/// Writes one `--out` file: a shell script executable (0755), anything else 0644, whatever
+/// the umask (the mode is set after the write).
+fn write_out(path: &Path, bytes: &[u8], format: PlanFormat) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = match format {
+        PlanFormat::Shell => 0o755,
+        PlanFormat::Text | PlanFormat::Json => 0o644,
+    };
+    std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting the mode of {}", path.display()))?;
+    Ok(())
+}
+
 /// `DIR/<node>.<ext>`; a node name that is not a plain file name is refused.
 fn out_path(dir: &Path, node: &str, format: PlanFormat) -> anyhow::Result<PathBuf> {
     if node.is_empty() || node == "." || node == ".." || node.contains(['/', '\\', '\0']) {
@@ -120,13 +141,19 @@ fn out_path(dir: &Path, node: &str, format: PlanFormat) -> anyhow::Result<PathBu
 /// `--live`: the `+ ~ -` changes an apply would make on this machine (kernel, sysctls,
 /// files and firewall, from the engine's one drift), then a summary.
 fn live(args: &PlanArgs) -> anyhow::Result<i32> {
+    if args.format == PlanFormat::Shell {
+        anyhow::bail!(
+            "--format shell renders a plan, not the changes to a live node: use --format text \
+             or json with --live, or drop --live"
+        );
+    }
     super::apply::regular_file(&args.file)?;
     let target = super::apply::target(args.netns.as_deref())?;
-    let plan = match super::apply::load_plan(
+    let (plan, names) = match super::apply::load_plan(
         &args.file,
         args.node.as_deref(),
         &target,
-        args.diagnostics,
+        args.format.diagnostics(args.diagnostics),
         None,
     )? {
         Ok(p) => p,
@@ -134,31 +161,53 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
     };
     let engine =
         Engine::open(target.clone(), args.root.as_deref(), Access::Read)?.with_adopt(args.adopt);
-    let drift = engine
+    let mut drift = engine
         .drift(&plan)
         .map_err(|e| super::apply::explain(e, &args.file))?;
+    let mut known = names;
+    known.merge(journal::load_node_names(args.root.as_deref()));
+    drift.kernel.nodes = known;
+    let report = super::status::report(&drift);
+    let pending = !drift.is_empty();
+    let code = if !drift.kernel.conflicts.is_empty() {
+        1
+    } else if pending && args.detailed_exitcode {
+        2
+    } else {
+        0
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for w in &drift.warnings {
         eprintln!("warning: {w}");
     }
+    if args.format == PlanFormat::Json {
+        let extra = serde_json::json!({
+            "pending": pending,
+            "adopt": drift.adopt.lines(),
+        });
+        print_json(&mut out, &report.json("plan", Some(&plan.node), extra))?;
+        return Ok(code);
+    }
     for line in drift.adopt.lines() {
         writeln!(out, "{line}")?;
     }
-    super::status::print_drift(&mut out, &drift, true)?;
-    let (a, c, r) = drift.kernel.counts();
-    let fw = drift.firewall.as_ref().is_some_and(|f| !f.is_empty());
-    let pending = !drift.is_empty();
+    let detail = if args.verbose {
+        Detail::Verbose
+    } else {
+        Detail::Normal
+    };
+    report.print(&mut out, detail)?;
     if pending {
         writeln!(
             out,
-            "node {}: {}{a} to add, {c} to change, {r} to remove{}",
+            "node {}: {}{}",
             plan.node,
             match (drift.adopt.links.len(), drift.adopt.routes.len()) {
                 (0, 0) => String::new(),
                 (l, r) => format!("{l} link(s) and {r} route(s) to adopt, "),
             },
-            if fw { ", firewall to rewrite" } else { "" }
+            phrase(report.counts(), Tense::Pending),
         )?;
     } else {
         writeln!(
@@ -168,12 +217,5 @@ fn live(args: &PlanArgs) -> anyhow::Result<i32> {
         )?;
     }
     out.flush()?;
-    if !drift.kernel.conflicts.is_empty() {
-        return Ok(1);
-    }
-    Ok(if pending && args.detailed_exitcode {
-        2
-    } else {
-        0
-    })
+    Ok(code)
 }

@@ -4,15 +4,79 @@
 
 use std::io::Write as _;
 
-use crate::cli::StatusArgs;
+use serde_json::json;
+
+use crate::changes::{FirewallChange, Report, Tense, phrase, print_json};
+use crate::cli::{OutputFormat, StatusArgs};
+use crate::diff::Detail;
 use crate::engine::{Access, Drift, Engine};
+use crate::journal;
 
 pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     let target = super::apply::target(args.netns.as_deref())?;
     let engine = Engine::open(target, args.root.as_deref(), Access::Read)?;
     let obs = engine.owned()?;
-    let drift = engine.drift_from_last()?;
+    let mut drift = engine.drift_from_last()?;
+    if let Some(d) = &mut drift {
+        d.kernel.nodes = journal::load_node_names(args.root.as_deref());
+    }
+    let owned_links: Vec<&str> = obs
+        .links
+        .iter()
+        .filter(|l| obs.owned.contains(&l.index))
+        .map(|l| l.name.as_str())
+        .collect();
+    let owned_nh = obs
+        .nexthops
+        .iter()
+        .filter(|n| obs.protocols.contains(&n.protocol))
+        .count();
+    let neighbours = obs.neighs.iter().filter(|n| n.permanent).count();
+    let files = obs.files.values().filter(|f| f.is_some()).count();
+    let code = match &drift {
+        Some(d) if !d.kernel.conflicts.is_empty() => 1,
+        Some(d) if !d.is_empty() && args.detailed_exitcode => 2,
+        _ => 0,
+    };
     let mut out = std::io::stdout().lock();
+    if args.format == OutputFormat::Json {
+        let owned = json!({
+            "links": owned_links,
+            "addresses": obs.addrs.len(),
+            "routes": obs.routes.len(),
+            "nexthops": owned_nh,
+            "neighbours": neighbours,
+            "fdb": obs.fdb.len(),
+            "files": files,
+        });
+        let journal = engine
+            .journal()
+            .map(|j| json!({ "node": j.node, "cluster": j.cluster }));
+        let doc = match &drift {
+            Some(d) => {
+                let report = report(d);
+                report.json(
+                    "status",
+                    engine.journal().map(|j| j.node.as_str()),
+                    json!({ "drifted": !d.is_empty(), "owned": owned, "journal": journal }),
+                )
+            }
+            None => json!({
+                "format_version": crate::changes::FORMAT_VERSION,
+                "command": "status",
+                "node": engine.journal().map(|j| j.node.as_str()),
+                "changes": [],
+                "warnings": [],
+                "conflicts": [],
+                "summary": { "add": 0, "change": 0, "remove": 0 },
+                "drifted": null,
+                "owned": owned,
+                "journal": journal,
+            }),
+        };
+        print_json(&mut out, &doc)?;
+        return Ok(code);
+    }
     match (engine.journal(), &drift) {
         (Some(j), Some(_)) => writeln!(
             out,
@@ -26,17 +90,6 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
         )?,
         (None, _) => writeln!(out, "no journal: podnet has not applied anything here")?,
     }
-    let owned_links: Vec<&str> = obs
-        .links
-        .iter()
-        .filter(|l| obs.owned.contains(&l.index))
-        .map(|l| l.name.as_str())
-        .collect();
-    let owned_nh = obs
-        .nexthops
-        .iter()
-        .filter(|n| obs.protocols.contains(&n.protocol))
-        .count();
     writeln!(
         out,
         "links:      {} {}",
@@ -46,13 +99,8 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     writeln!(out, "addresses:  {}", obs.addrs.len())?;
     writeln!(out, "routes:     {}", obs.routes.len())?;
     writeln!(out, "nexthops:   {owned_nh}")?;
-    writeln!(
-        out,
-        "neighbours: {}",
-        obs.neighs.iter().filter(|n| n.permanent).count()
-    )?;
+    writeln!(out, "neighbours: {neighbours}")?;
     writeln!(out, "fdb:        {}", obs.fdb.len())?;
-    let files = obs.files.values().filter(|f| f.is_some()).count();
     writeln!(out, "files:      {files}")?;
     let warnings = match &drift {
         Some(d) => d.warnings.clone(),
@@ -63,42 +111,34 @@ pub fn run(args: &StatusArgs) -> anyhow::Result<i32> {
     }
     let Some(drift) = drift else {
         writeln!(out, "drift:      unknown (no plan was applied in full)")?;
-        return Ok(0);
+        return Ok(code);
     };
     if drift.is_empty() {
         writeln!(out, "drift:      none")?;
-        return Ok(0);
+        return Ok(code);
     }
-    let (a, c, r) = drift.kernel.counts();
-    let fw = drift.firewall.as_ref().map_or(0, Vec::len);
+    let report = report(&drift);
     writeln!(
         out,
-        "drift:      {a} missing, {c} different, {r} unexpected{}",
-        if fw > 0 {
-            format!(", firewall: {fw} difference(s)")
-        } else {
-            String::new()
-        }
+        "drift:      {} (what an apply would do)",
+        phrase(report.counts(), Tense::Pending)
     )?;
-    print_drift(&mut out, &drift, false)?;
-    if !drift.kernel.conflicts.is_empty() {
-        return Ok(1);
-    }
-    Ok(if args.detailed_exitcode { 2 } else { 0 })
+    let detail = if args.verbose {
+        Detail::Verbose
+    } else {
+        Detail::Normal
+    };
+    report.print(&mut out, detail)?;
+    Ok(code)
 }
 
-/// The drift's lines: kernel, sysctl and file changes, the firewall's, then conflicts.
-pub fn print_drift(
-    out: &mut impl std::io::Write,
-    drift: &Drift,
-    verbose: bool,
-) -> std::io::Result<()> {
-    super::apply::print_changes(out, &drift.kernel, verbose)?;
-    for x in drift.firewall.iter().flatten() {
-        writeln!(out, "~ firewall: {x}")?;
-    }
-    for c in &drift.kernel.conflicts {
-        writeln!(out, "conflict: {c}")?;
-    }
-    Ok(())
+/// The drift as a change report: kernel objects, sysctls and files, then the firewall's.
+pub fn report(drift: &Drift) -> Report<'_> {
+    let fw = drift
+        .firewall
+        .iter()
+        .flatten()
+        .map(FirewallChange::from_drift)
+        .collect();
+    Report::new(&drift.kernel, fw)
 }

@@ -13,11 +13,13 @@
 pub mod addrs;
 mod conflict;
 pub mod files;
+pub mod json;
 pub mod links;
 pub mod neigh;
 pub mod render;
 pub mod routes;
 pub mod sysctls;
+pub mod warnings;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,7 +28,7 @@ use ahash::{AHashMap as HashMap, AHashSet as HashSet};
 use podnet_compiler::plan::{self, NodePlan};
 
 pub use self::conflict::{Conflict, ConflictKind};
-pub use self::render::mac;
+pub use self::render::{Counts, Detail, mac};
 use self::routes::{RouteOp, RouteStyle};
 use crate::kernel::addr::Addr;
 use crate::kernel::link::{Link, LinkChange};
@@ -169,6 +171,124 @@ pub struct Diff {
     pub ops: Vec<Op>,
     pub names: BTreeMap<u32, String>,
     pub conflicts: Vec<Conflict>,
+    /// What the changed objects are now, so a change renders as `old → new`.
+    pub before: Before,
+    /// Which node each peer route, nexthop, neighbour and FDB entry belongs to (filled by
+    /// whoever knows the cluster; empty for a plan read from JSON).
+    pub nodes: NodeNames,
+}
+
+/// The observed state of exactly the objects the operations touch (links changed or
+/// deleted, nexthops routes point at or that are deleted, files rewritten), and what goes
+/// with each deleted link. Only rendering and counting read it.
+#[derive(Clone, Debug, Default)]
+pub struct Before {
+    /// Links changed or deleted, by index.
+    pub links: BTreeMap<u32, Link>,
+    /// Nexthops (observed or about to be added) by id.
+    pub nexthops: BTreeMap<u32, Nexthop>,
+    /// Files written or restored: what is there now (`None`: absent).
+    pub files: BTreeMap<String, Option<FileState>>,
+    /// Objects the kernel removes with a deleted link: addresses, permanent neighbours and
+    /// FDB entries on it.
+    pub on_link: BTreeMap<u32, OnLink>,
+    /// Pods on each bridge changed or deleted: links enslaved to it (their veths).
+    pub pods: BTreeMap<u32, usize>,
+}
+
+/// What the kernel removes together with a link.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OnLink {
+    pub addresses: usize,
+    pub neighbours: usize,
+    pub fdb: usize,
+}
+
+impl OnLink {
+    pub fn total(self) -> usize {
+        self.addresses + self.neighbours + self.fdb
+    }
+}
+
+/// Node names by the addresses that identify a peer: its subnet, its subnet's network
+/// address (vxlan gateways and neighbours) and its underlay address (host-gw gateways, FDB
+/// destinations).
+#[derive(Clone, Debug, Default)]
+pub struct NodeNames {
+    by_subnet: HashMap<ipnet::Ipv4Net, String>,
+    by_addr: HashMap<std::net::Ipv4Addr, String>,
+}
+
+impl NodeNames {
+    /// Records node `name` with its underlay `address` and `subnet`.
+    pub fn insert(
+        &mut self,
+        name: &str,
+        address: std::net::Ipv4Addr,
+        subnet: Option<ipnet::Ipv4Net>,
+    ) {
+        self.by_addr.insert(address, name.to_string());
+        if let Some(s) = subnet {
+            self.by_subnet.insert(s, name.to_string());
+            self.by_addr.insert(s.network(), name.to_string());
+        }
+    }
+
+    /// Every node of a compiled cluster.
+    pub fn of_cluster(cluster: &podnet_compiler::Cluster) -> NodeNames {
+        let mut n = NodeNames::default();
+        for node in &cluster.nodes {
+            n.insert(
+                &node.name.value,
+                node.address.value.addr(),
+                node.subnet.as_ref().map(|s| s.value),
+            );
+        }
+        n
+    }
+
+    /// Adds the names of `other` that this one lacks (e.g. nodes that left the file).
+    pub fn merge(&mut self, other: NodeNames) {
+        for (k, v) in other.by_subnet {
+            self.by_subnet.entry(k).or_insert(v);
+        }
+        for (k, v) in other.by_addr {
+            self.by_addr.entry(k).or_insert(v);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_addr.is_empty()
+    }
+
+    /// The node whose subnet is `dst`.
+    pub fn subnet(&self, dst: &ipnet::Ipv4Net) -> Option<&str> {
+        self.by_subnet.get(dst).map(String::as_str)
+    }
+
+    /// The node an address identifies.
+    pub fn addr(&self, a: &std::net::Ipv4Addr) -> Option<&str> {
+        self.by_addr.get(a).map(String::as_str)
+    }
+
+    /// `(name, address, subnet)` of every node recorded, sorted by name (for saving).
+    pub fn entries(&self) -> Vec<(String, Option<std::net::Ipv4Addr>, Option<ipnet::Ipv4Net>)> {
+        let mut by_name: BTreeMap<&str, (Option<std::net::Ipv4Addr>, Option<ipnet::Ipv4Net>)> =
+            BTreeMap::new();
+        for (s, n) in &self.by_subnet {
+            by_name.entry(n).or_default().1 = Some(*s);
+        }
+        for (a, n) in &self.by_addr {
+            let e = by_name.entry(n).or_default();
+            if e.1.is_none_or(|s| s.network() != *a) {
+                e.0 = Some(*a);
+            }
+        }
+        by_name
+            .into_iter()
+            .map(|(n, (a, s))| (n.to_string(), a, s))
+            .collect()
+    }
 }
 
 impl Diff {
@@ -284,5 +404,103 @@ pub fn diff(plan: &NodePlan, obs: &Observed) -> Diff {
     d.ops.extend(addrs.deletes);
     d.ops.extend(links.stale);
     d.ops.extend(files::diff(plan, obs));
+    d.before = before(&d.ops, obs);
     d
+}
+
+/// The observed state of what `ops` touch (see [`Before`]); nothing when nothing changes.
+fn before(ops: &[Op], obs: &Observed) -> Before {
+    let mut b = Before::default();
+    if ops.is_empty() {
+        return b;
+    }
+    let link = |i: u32| obs.links.iter().find(|l| l.index == i).cloned();
+    let mut nh_ids = BTreeSet::new();
+    for op in ops {
+        match op {
+            Op::LinkChange { index, .. } => {
+                if let Some(l) = link(*index) {
+                    b.links.insert(*index, l);
+                }
+            }
+            Op::LinkDelete { index, .. } => {
+                if let Some(l) = link(*index) {
+                    b.links.insert(*index, l);
+                }
+                b.on_link.insert(*index, OnLink::default());
+            }
+            // A bridge losing its address: the node subnet moves under running pods.
+            Op::AddrDelete(a) => {
+                if let Some(l) = link(a.index) {
+                    b.links.insert(a.index, l);
+                }
+            }
+            Op::Route(RouteOp::NexthopAdd(n)) => {
+                b.nexthops.insert(n.id, n.clone());
+            }
+            Op::Route(RouteOp::NexthopDelete(id)) => {
+                nh_ids.insert(*id);
+            }
+            Op::Route(
+                RouteOp::RouteAdd(r)
+                | RouteOp::RouteDelete(r)
+                | RouteOp::RouteReplace { route: r, .. },
+            ) => {
+                if let crate::kernel::route::Target::Nexthop(id) = r.target {
+                    nh_ids.insert(id);
+                }
+                if let Op::Route(RouteOp::RouteReplace {
+                    was: crate::kernel::route::Target::Nexthop(id),
+                    ..
+                }) = op
+                {
+                    nh_ids.insert(*id);
+                }
+            }
+            Op::FileWrite(f) => {
+                b.files
+                    .insert(f.path.clone(), obs.files.get(&f.path).cloned().flatten());
+            }
+            Op::FileRestore { path, .. } => {
+                b.files
+                    .insert(path.clone(), obs.files.get(path).cloned().flatten());
+            }
+            _ => {}
+        }
+    }
+    if !nh_ids.is_empty() {
+        for n in &obs.nexthops {
+            if nh_ids.contains(&n.id) {
+                b.nexthops.entry(n.id).or_insert_with(|| n.clone());
+            }
+        }
+    }
+    for (index, l) in &b.links {
+        if l.kind == Some(crate::kernel::link::KernelLinkKind::Bridge) {
+            let n = obs
+                .links
+                .iter()
+                .filter(|p| p.master == Some(*index))
+                .count();
+            b.pods.insert(*index, n);
+        }
+    }
+    if !b.on_link.is_empty() {
+        for a in &obs.addrs {
+            if let Some(c) = b.on_link.get_mut(&a.index) {
+                c.addresses += 1;
+            }
+        }
+        for n in obs.neighs.iter().filter(|n| n.permanent) {
+            if let Some(c) = b.on_link.get_mut(&n.index) {
+                c.neighbours += 1;
+            }
+        }
+        for f in obs.fdb.iter().filter(|f| f.dst.is_some()) {
+            if let Some(c) = b.on_link.get_mut(&f.index) {
+                c.fdb += 1;
+            }
+        }
+    }
+    b
 }

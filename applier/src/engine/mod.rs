@@ -66,7 +66,7 @@ pub enum EngineError {
     InvalidPlan(Vec<PlanError>),
     /// The plan is another node's: its address is not configured here.
     #[error("nothing was changed: {0}")]
-    WrongNode(WrongNode),
+    WrongNode(Box<WrongNode>),
     /// A tool the plan's firewall driver needs is missing.
     #[error("nothing was changed: {0}")]
     MissingTool(Tool),
@@ -135,6 +135,8 @@ pub struct WrongNode {
     pub interface_exists: bool,
     /// Every IPv4 address configured here (to tell the user which node this machine is).
     pub local: Vec<Ipv4Net>,
+    /// The interface that has the node's address here, if one has it.
+    pub holder: Option<String>,
 }
 
 impl fmt::Display for WrongNode {
@@ -152,6 +154,16 @@ impl fmt::Display for WrongNode {
                 "this is not node {}: its underlay interface {} does not exist here",
                 self.node, u.interface
             )?;
+        }
+        if let Some(h) = &self.holder {
+            // The right machine, the wrong interface name.
+            return write!(
+                f,
+                "; help: the node's address {} is on {h}: set `interface {h}` for node {} \
+                 (or for the cluster)",
+                u.address.addr(),
+                self.node
+            );
         }
         let local: Vec<String> = self.local.iter().map(ToString::to_string).collect();
         write!(

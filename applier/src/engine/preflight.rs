@@ -27,10 +27,13 @@ pub fn validate(plan: &NodePlan) -> Result<(), EngineError> {
 /// another node would route that node's subnet here.
 pub fn identity(sock: &mut NlSocket, plan: &NodePlan) -> Result<(), EngineError> {
     let u = &plan.underlay;
-    let index = sock
+    let links: Vec<Link> = sock
         .dump(RTM_GETLINK, &Link::dump_request())?
         .iter()
         .filter_map(|m| Link::parse(m))
+        .collect();
+    let index = links
+        .iter()
         .find(|l| l.name == u.interface)
         .map(|l| l.index);
     let addrs: Vec<Addr> = sock
@@ -51,12 +54,19 @@ pub fn identity(sock: &mut NlSocket, plan: &NodePlan) -> Result<(), EngineError>
         .collect();
     local.sort();
     local.dedup();
-    Err(EngineError::WrongNode(WrongNode {
+    // The interface that does carry the node's address, for the hint.
+    let holder = addrs
+        .iter()
+        .find(|a| a.address.addr() == u.address.addr())
+        .and_then(|a| links.iter().find(|l| l.index == a.index))
+        .map(|l| l.name.clone());
+    Err(EngineError::WrongNode(Box::new(WrongNode {
         node: plan.node.clone(),
         underlay: u.clone(),
         interface_exists: index.is_some(),
         local,
-    }))
+        holder,
+    })))
 }
 
 /// A program a firewall driver needs, with where to get it.
