@@ -1021,10 +1021,18 @@ fn live_diffs_show_old_and_new_values_nodes_pod_warnings_and_a_symmetric_teardow
         (Some(1500), Some(1450))
     );
     let applied = n.ok(&["apply", vx, "--node", "n1"]);
-    assert!(
-        applied.contains("warning: pod MTU 1500 → 1450"),
-        "{applied}"
-    );
+    // Said once, before anything was written (the engine announces the diff after its
+    // checks), so it precedes every change line.
+    let lines: Vec<&str> = applied.lines().collect();
+    let warned: Vec<usize> = (0..lines.len())
+        .filter(|&i| lines[i].starts_with("warning: pod MTU 1500 → 1450"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{applied}");
+    let first_change = lines
+        .iter()
+        .position(|l| l.starts_with(['+', '~', '-']))
+        .expect("changes");
+    assert!(warned[0] < first_change, "{applied}");
     // n3 leaves the file: its objects are still named after it.
     let fewer = write(
         dir.path(),

@@ -27,6 +27,17 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
     regular_file(&args.target)?;
     let target = target(args.netns.as_deref())?;
     let mut engine = Engine::open(target.clone(), root, Access::Write)?.with_adopt(args.adopt);
+    let text = args.format != OutputFormat::Json;
+    if text {
+        // Changes that disturb running pods are said before anything is written.
+        engine = engine.with_announce(std::sync::Arc::new(|d: &crate::diff::Diff| {
+            let mut out = std::io::stdout().lock();
+            for w in crate::diff::warnings::warnings(d) {
+                let _ = writeln!(out, "warning: {}", w.message);
+            }
+            let _ = out.flush();
+        }));
+    }
     // Under the applier lock, the kernel is read on another thread while the plan is
     // compiled (or read from JSON): the two take about as long at 20,000 nodes.
     let (plan, early) = std::thread::scope(|scope| {
@@ -57,7 +68,11 @@ pub fn run(args: &ApplyArgs) -> anyhow::Result<i32> {
         fw.extend(f.applied.drift.iter().map(FirewallChange::from_drift));
         fw.extend(f.removed.removed.iter().map(|r| FirewallChange::removed(r)));
     }
-    let report = Report::new(&a.changes, fw);
+    let mut report = Report::new(&a.changes, fw);
+    if text {
+        // Printed before acting (the announce above).
+        report.warnings.clear();
+    }
     let converged = a.converged();
     if converged && !names.is_empty() {
         // Names only label later output: failing to record them fails nothing.

@@ -211,8 +211,14 @@ pub struct Engine {
     /// The hash of the plan (as given, not rooted) this engine last applied and verified
     /// in full: what [`Engine::apply_change`] may start from.
     applied: Option<String>,
+    /// Called with the first diff of a reconcile once every check passed and before
+    /// anything is written (`apply` prints the pod warnings there).
+    announce: Option<Announce>,
     _lock: Option<journal::Lock>,
 }
+
+/// What [`Engine::with_announce`] calls before a reconcile writes anything.
+pub type Announce = std::sync::Arc<dyn Fn(&Diff) + Send + Sync>;
 
 impl Engine {
     /// Opens the node: with [`Access::Write`] waits for the applier lock; reads the journal.
@@ -232,6 +238,7 @@ impl Engine {
             adopt: false,
             journal: Journal::load(root)?,
             applied: None,
+            announce: None,
             _lock: lock,
         })
     }
@@ -246,6 +253,13 @@ impl Engine {
     /// instead of refusing them as conflicts.
     pub fn with_adopt(mut self, adopt: bool) -> Engine {
         self.adopt = adopt;
+        self
+    }
+
+    /// Calls `f` with the changes a reconcile is about to make, after every check and
+    /// before the first write.
+    pub fn with_announce(mut self, f: Announce) -> Engine {
+        self.announce = Some(f);
         self
     }
 

@@ -72,6 +72,7 @@ impl Engine {
         let root = self.root.clone();
         let loaded = self.journal.clone();
         let target = self.target.clone();
+        let announce = self.announce.clone();
         let result = target.run(|| {
             run(
                 &rooted,
@@ -80,6 +81,7 @@ impl Engine {
                 firewall,
                 adopt,
                 early,
+                announce.as_deref(),
             )
         })?;
         let (reconciled, journal) = result?;
@@ -97,6 +99,7 @@ fn run(
     firewall: FirewallMode,
     adopt: bool,
     early: Option<Observed>,
+    announce: Option<&(dyn Fn(&crate::diff::Diff) + Send + Sync)>,
 ) -> Result<(Reconciled, Option<Journal>), EngineError> {
     let start = Instant::now();
     let mut j = loaded.cloned().unwrap_or_default();
@@ -137,6 +140,9 @@ fn run(
         .extend(super::takeover::conflicts(&files, adopt));
     if !d.conflicts.is_empty() {
         return Err(EngineError::Conflicts(d.conflicts.clone()));
+    }
+    if let Some(f) = announce {
+        f(&d);
     }
     let spec = FirewallSpec::from(&plan.firewall);
     let manage_fw = firewall == FirewallMode::Managed;
