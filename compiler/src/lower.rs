@@ -1180,6 +1180,29 @@ impl Lower<'_> {
         } else {
             s.keyword.as_str()
         };
+        // flannel's `--ip-masq` is a switch; podnet's masquerade is a mode. Turning it "on"
+        // means `outbound` (what flannel does), never the closest spelling, `off`.
+        if options.contains(&"outbound") && matches!(a.text.as_str(), "on" | "true" | "yes") {
+            let write = match kind {
+                SourceKind::Podnet => format!("`{} outbound`", s.keyword),
+                SourceKind::Toml => hint::setting(kind, key, Val::Str("outbound")),
+            };
+            self.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    format!(
+                        "`{}` is not a valid {}: it takes a mode, not a switch",
+                        if kind == SourceKind::Toml && !a.quoted { "true" } else { a.text.as_str() },
+                        s.keyword
+                    ),
+                )
+                .at(a.span, "a mode: outbound, all or off")
+                .help(format!(
+                    "write {write} to masquerade pod traffic that leaves the pod CIDR (what flannel's --ip-masq does), or `all` / `off`"
+                )),
+            );
+            return None;
+        }
         if !self.toml_type(key, a, Val::Str(options[0])) {
             return None;
         }
