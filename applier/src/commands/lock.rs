@@ -5,7 +5,7 @@ use podnet_compiler::lock::{self, Lock};
 use podnet_compiler::{FsLoader, Loader as _, UseLock, compile};
 use std::io::Write as _;
 
-use crate::cli::LockArgs;
+use crate::cli::{DiagFormat, LockArgs};
 use crate::report;
 
 pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
@@ -44,16 +44,53 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
         o.cluster != new.cluster || o.pod_cidr != new.pod_cidr || o.subnet_len != new.subnet_len
     });
     let stale = header_changed || !changes.is_empty();
-    for ch in &changes {
-        writeln!(std::io::stdout().lock(), "{ch}")?;
+    // What the lock's header would become (another cluster, pod CIDR or subnet length).
+    let mut header = Vec::new();
+    if let Some(o) = old.as_ref() {
+        if o.cluster != new.cluster {
+            header.push(("cluster", o.cluster.clone(), new.cluster.clone()));
+        }
+        if o.pod_cidr != new.pod_cidr {
+            header.push(("pod-cidr", o.pod_cidr.to_string(), new.pod_cidr.to_string()));
+        }
+        if o.subnet_len != new.subnet_len {
+            header.push((
+                "subnet-len",
+                o.subnet_len.to_string(),
+                new.subnet_len.to_string(),
+            ));
+        }
+    }
+    let json = args.format == DiagFormat::Json;
+    if json {
+        let doc = serde_json::json!({
+            "lock": path.display().to_string(),
+            "up_to_date": !stale,
+            "header": header.iter().map(|(k, a, b)| serde_json::json!({ "key": k, "before": a, "after": b })).collect::<Vec<_>>(),
+            "changes": changes.iter().map(change_json).collect::<Vec<_>>(),
+            "written": !args.check && stale,
+        });
+        writeln!(std::io::stdout().lock(), "{doc:#}")?;
+    } else {
+        let mut out = std::io::stdout().lock();
+        for (k, a, b) in &header {
+            writeln!(out, "~ {k} = {a} -> {b}")?;
+        }
+        for ch in &changes {
+            writeln!(out, "{ch}")?;
+        }
     }
     if args.check {
         if stale {
             eprintln!(
                 "{}: out of date ({} change{}); run `podnet lock {}`",
                 path.display(),
-                changes.len(),
-                if changes.len() == 1 { "" } else { "s" },
+                changes.len() + header.len(),
+                if changes.len() + header.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                },
                 args.file.display()
             );
             return Ok(1);
@@ -75,4 +112,19 @@ pub fn run(args: &LockArgs) -> anyhow::Result<i32> {
         eprintln!("{}: up to date", path.display());
     }
     Ok(0)
+}
+
+/// One node's change as JSON: `action` (`add`, `remove`, `change`), `node`, `before`, `after`.
+fn change_json(c: &lock::Change) -> serde_json::Value {
+    match c {
+        lock::Change::Added { node, subnet } => {
+            serde_json::json!({ "action": "add", "node": node, "before": null, "after": subnet.to_string() })
+        }
+        lock::Change::Removed { node, subnet } => {
+            serde_json::json!({ "action": "remove", "node": node, "before": subnet.to_string(), "after": null })
+        }
+        lock::Change::Moved { node, from, to } => {
+            serde_json::json!({ "action": "change", "node": node, "before": from.to_string(), "after": to.to_string() })
+        }
+    }
 }
