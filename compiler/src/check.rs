@@ -157,7 +157,15 @@ fn nodes(c: &Cluster, pod_known: bool, pod_cidr: bool, diags: &mut Vec<Diagnosti
                 )
                 .at(n.address.span, format!("underlay segment {seg}"))
                 .also(c.pod_cidr.span, "pod CIDR")
-                .help("choose a pod CIDR outside every node network, e.g. 10.244.0.0/16"),
+                .help(format!(
+                    "choose a pod CIDR outside every node network, e.g. {}",
+                    // The usual example, unless it is the range in conflict.
+                    if overlaps(seg, "10.244.0.0/16".parse().unwrap_or(pod)) {
+                        "172.20.0.0/16"
+                    } else {
+                        "10.244.0.0/16"
+                    }
+                )),
             );
         }
         if let Some(s) = &n.subnet

@@ -1012,8 +1012,14 @@ impl Lower<'_> {
         let subnet_len = opt!(subnet_len, "subnet-len", |st| self
             .one(st, Val::Int("24"))
             .and_then(|a| {
-                self.int::<u8>(a, 1, 32, Code::SubnetLenInvalid, "subnet-len")
-                    .map(|v| Spanned::new(v, a.span))
+                self.int::<u8>(
+                    a,
+                    1,
+                    crate::check::MAX_SUBNET_LEN.into(),
+                    Code::SubnetLenInvalid,
+                    "subnet-len",
+                )
+                .map(|v| Spanned::new(v, a.span))
             }))
         .unwrap_or(Spanned::new(defaults::SUBNET_LEN, at));
         let service_cidr = opt!(other, "service-cidr", |st| self
