@@ -70,6 +70,30 @@ pub struct PriorTable {
     pub text: String,
 }
 
+impl PriorChain {
+    /// The same chain (backend, table, name), whatever its rules.
+    fn is(&self, other: &PriorChain) -> bool {
+        self.backend == other.backend && self.table == other.table && self.chain == other.chain
+    }
+
+    /// How the chain is named in podnet's output.
+    fn object(&self) -> String {
+        format!("iptables {} chain {}", self.table, self.chain)
+    }
+}
+
+impl PriorTable {
+    /// The same table (family, name), whatever its content.
+    fn is(&self, other: &PriorTable) -> bool {
+        self.family == other.family && self.name == other.name
+    }
+
+    /// How the table is named in podnet's output.
+    fn object(&self) -> String {
+        format!("nftables table {} {}", self.family, self.name)
+    }
+}
+
 /// flannel's firewall state on a node.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -110,11 +134,7 @@ impl PriorFirewall {
                 )
             })
             .collect();
-        out.extend(
-            self.tables
-                .iter()
-                .map(|t| format!("nftables table {} {}", t.family, t.name)),
-        );
+        out.extend(self.tables.iter().map(|t| t.object()));
         out
     }
 }
@@ -321,11 +341,7 @@ pub fn remove(exec: &Exec, fw: &PriorFirewall) -> Result<Vec<String>, FirewallEr
             .chains
             .iter()
             .filter(|c| c.backend == backend)
-            .filter(|c| {
-                fw.chains
-                    .iter()
-                    .any(|p| p.backend == c.backend && p.table == c.table && p.chain == c.chain)
-            })
+            .filter(|c| fw.chains.iter().any(|p| p.is(c)))
             .collect();
         if chains.is_empty() {
             continue;
@@ -336,20 +352,12 @@ pub fn remove(exec: &Exec, fw: &PriorFirewall) -> Result<Vec<String>, FirewallEr
             &["--noflush"],
             Some(render_remove(&chains).as_bytes()),
         )?;
-        done.extend(
-            chains
-                .iter()
-                .map(|c| format!("iptables {} chain {}", c.table, c.chain)),
-        );
+        done.extend(chains.iter().map(|c| c.object()));
     }
     let tables: Vec<&PriorTable> = now
         .tables
         .iter()
-        .filter(|t| {
-            fw.tables
-                .iter()
-                .any(|p| p.family == t.family && p.name == t.name)
-        })
+        .filter(|t| fw.tables.iter().any(|p| p.is(t)))
         .collect();
     if !tables.is_empty() {
         let script: String = tables
@@ -357,11 +365,7 @@ pub fn remove(exec: &Exec, fw: &PriorFirewall) -> Result<Vec<String>, FirewallEr
             .map(|t| format!("delete table {} {}\n", t.family, t.name))
             .collect();
         exec.run("nft", &["-f", "-"], Some(script.as_bytes()))?;
-        done.extend(
-            tables
-                .iter()
-                .map(|t| format!("nftables table {} {}", t.family, t.name)),
-        );
+        done.extend(tables.iter().map(|t| t.object()));
     }
     Ok(done)
 }
@@ -375,11 +379,7 @@ pub fn restore(exec: &Exec, fw: &PriorFirewall) -> Result<Vec<String>, FirewallE
             .chains
             .iter()
             .filter(|c| c.backend == backend)
-            .filter(|c| {
-                !now.chains
-                    .iter()
-                    .any(|p| p.backend == c.backend && p.table == c.table && p.chain == c.chain)
-            })
+            .filter(|c| !now.chains.iter().any(|p| p.is(c)))
             .collect();
         if chains.is_empty() {
             continue;
@@ -391,29 +391,17 @@ pub fn restore(exec: &Exec, fw: &PriorFirewall) -> Result<Vec<String>, FirewallE
             &["--noflush"],
             Some(render_restore(&chains, &current).as_bytes()),
         )?;
-        done.extend(
-            chains
-                .iter()
-                .map(|c| format!("iptables {} chain {}", c.table, c.chain)),
-        );
+        done.extend(chains.iter().map(|c| c.object()));
     }
     let tables: Vec<&PriorTable> = fw
         .tables
         .iter()
-        .filter(|t| {
-            !now.tables
-                .iter()
-                .any(|p| p.family == t.family && p.name == t.name)
-        })
+        .filter(|t| !now.tables.iter().any(|p| p.is(t)))
         .collect();
     if !tables.is_empty() {
         let script: String = tables.iter().map(|t| t.text.clone() + "\n").collect();
         exec.run("nft", &["-f", "-"], Some(script.as_bytes()))?;
-        done.extend(
-            tables
-                .iter()
-                .map(|t| format!("nftables table {} {}", t.family, t.name)),
-        );
+        done.extend(tables.iter().map(|t| t.object()));
     }
     Ok(done)
 }
