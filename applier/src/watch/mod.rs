@@ -128,6 +128,8 @@ const DEBOUNCE: Duration = Duration::from_millis(50);
 const DEBOUNCE_MAX: Duration = Duration::from_secs(1);
 /// Coalescing of nftables events (one transaction announces each object it touched).
 const FIREWALL_DEBOUNCE: Duration = Duration::from_millis(20);
+/// Freed heap goes back to the system this long after the last compile or full reconcile.
+const TRIM_AFTER: Duration = Duration::from_secs(1);
 /// The loop wakes at least this often (heartbeat for `/livez`).
 const TICK: Duration = Duration::from_secs(5);
 
@@ -169,6 +171,9 @@ struct Daemon {
     config_dirs: DirWatcher,
     file_dirs: DirWatcher,
     generation: i64,
+    /// When to give freed heap back to the system: once things are quiet, not after each
+    /// compile (the next compile would fault the same pages in again, zeroed).
+    trim_at: Option<Instant>,
 }
 
 /// Runs the daemon until SIGTERM. Errors are what stops it from starting.
@@ -177,6 +182,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         anyhow::bail!(refusal);
     }
     let server = http::bind(opts.listen).map_err(anyhow::Error::msg)?;
+    keep_freed_memory();
     let metrics = Arc::new(Metrics::new());
     let health: Shared = Arc::new(Mutex::new(Health::default()));
     {
@@ -219,6 +225,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         backoff: Backoff::default(),
         refused: None,
         generation: 0,
+        trim_at: None,
     };
     drop(tx);
     d.run(&rx)
@@ -265,6 +272,7 @@ impl Daemon {
         for t in [
             self.config_at,
             self.firewall_at,
+            self.trim_at,
             self.full_at.as_ref().map(|(t, _)| *t),
         ]
         .into_iter()
@@ -390,12 +398,21 @@ impl Daemon {
             self.firewall_at = None;
             self.firewall();
         }
+        if self.trim_at.is_some_and(|t| t <= Instant::now()) {
+            self.trim_at = None;
+            release_freed_memory();
+        }
+    }
+
+    /// Frees the heap back to the system once nothing has needed it for [`TRIM_AFTER`].
+    fn trim_later(&mut self) {
+        self.trim_at = Some(Instant::now() + TRIM_AFTER);
     }
 
     /// Re-reads the config; a new valid one is reconciled at once.
     fn reload(&mut self) {
         self.reload_inner();
-        release_freed_memory();
+        self.trim_later();
     }
 
     fn reload_inner(&mut self) {
@@ -517,7 +534,7 @@ impl Daemon {
     /// A full reconcile of the newest valid config, from a fresh observation.
     fn full(&mut self, why: Why) {
         self.full_inner(why);
-        release_freed_memory();
+        self.trim_later();
     }
 
     fn full_inner(&mut self, why: Why) {
@@ -899,6 +916,21 @@ fn release_freed_memory() {
     // kernel and may be called at any time from any thread.
     unsafe {
         libc::malloc_trim(0);
+    }
+}
+
+/// Makes glibc keep freed heap (no trimming on `free`, large blocks from the heap rather
+/// than their own mappings) until [`release_freed_memory`] gives it back when the daemon is
+/// quiet. Otherwise every compile of a large cluster faults in, and zeroes, tens of MiB
+/// of fresh pages just after the previous one returned them — time a node being added
+/// waits for.
+#[allow(unsafe_code)]
+fn keep_freed_memory() {
+    // SAFETY: mallopt only changes allocator tunables; called before the other threads
+    // start allocating much, and valid at any time anyway.
+    unsafe {
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
     }
 }
 

@@ -69,6 +69,20 @@ struct Index {
     links: HashSet<String>,
 }
 
+/// The parts of `a` and `b` between their longest common head and tail: what a change
+/// from one list to the other can have touched.
+fn differing<'a, T: PartialEq>(a: &'a [T], b: &'a [T]) -> (&'a [T], &'a [T]) {
+    let head = a.iter().zip(b).take_while(|(x, y)| x == y).count();
+    let (a, b) = (&a[head..], &b[head..]);
+    let tail = a
+        .iter()
+        .rev()
+        .zip(b.iter().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    (&a[..a.len() - tail], &b[..b.len() - tail])
+}
+
 /// A plan position as stored in the index (plans hold far fewer than 2³² entries).
 fn pos(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
@@ -538,7 +552,11 @@ impl Model {
 
     fn changed(&self, old: &NodePlan, new: &NodePlan, ni: &Index) -> Option<Touched> {
         let mut t = Touched::default();
-        for r in &new.routes {
+        // Only the entries between the common head and tail of the two lists can differ:
+        // an entry there is at the same place, equal, in both (a node added or removed
+        // touches one window of each list, not the whole cluster).
+        let (new_routes, old_routes) = differing(&new.routes, &old.routes);
+        for r in new_routes {
             let same = self
                 .index
                 .routes
@@ -548,13 +566,18 @@ impl Model {
                 t.routes.insert(r.dst);
             }
         }
-        for r in &old.routes {
+        for r in old_routes {
             if !ni.routes.contains_key(&r.dst) {
                 t.routes.insert(r.dst);
             }
         }
-        for (plan, other, index) in [(new, old, &self.index), (old, new, ni)] {
-            for n in &plan.neighbours {
+        let (new_neighs, old_neighs) = differing(&new.neighbours, &old.neighbours);
+        let (new_fdb, old_fdb) = differing(&new.fdb, &old.fdb);
+        for (other, index, neighs, fdb) in [
+            (old, &self.index, new_neighs, new_fdb),
+            (new, ni, old_neighs, old_fdb),
+        ] {
+            for n in neighs {
                 let same = index
                     .neigh(&n.dev, n.ip)
                     .is_some_and(|i| other.neighbours.get(i) == Some(n));
@@ -562,7 +585,7 @@ impl Model {
                     t.neighs.insert((self.index_of(&n.dev)?, n.ip));
                 }
             }
-            for f in &plan.fdb {
+            for f in fdb {
                 let same = index
                     .fdb_entries(&f.dev, f.mac.0)
                     .any(|i| other.fdb.get(i) == Some(f));
